@@ -1,0 +1,24 @@
+//! The `shifter` binary: parses the command line and hands off to library code.
+
+use clap::{Parser, Subcommand};
+
+/// Traffic shifting and automated canaries for Kubernetes.
+#[derive(Parser)]
+#[command(name = "shifter", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print every CustomResourceDefinition shifter serves, as YAML (pipe it to `kubectl apply -f -`).
+    Crds,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crds => print!("{}", shifter_crds::crds_yaml()),
+    }
+    Ok(())
+}
