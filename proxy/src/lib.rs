@@ -1,0 +1,1 @@
+//! shifter's data plane (work in progress).
