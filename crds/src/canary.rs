@@ -15,6 +15,8 @@ pub const GROUP: &str = "shifter.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Desired rollout of `canary` in place of `stable` behind the apex `service`.
+// kube's derive takes one `printcolumn(...)` per column, which clippy reads as repeated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "shifter.dev",
@@ -313,7 +315,9 @@ pub fn effective_steps(spec: &CanarySpec) -> Vec<CanaryStep> {
         return spec.steps.clone();
     }
     let (step, max) = match (spec.step_weight, spec.max_weight) {
-        (None, None) => return [10, 20, 50].iter().map(|&w| CanaryStep { weight: w, ..Default::default() }).collect(),
+        (None, None) => {
+            return [10, 20, 50].iter().map(|&w| CanaryStep { weight: w, ..Default::default() }).collect();
+        }
         (s, m) => (s.unwrap_or(10).max(1), m.unwrap_or(50).min(100)),
     };
     let mut steps = Vec::new();
@@ -329,7 +333,9 @@ pub fn effective_steps(spec: &CanarySpec) -> Vec<CanaryStep> {
 /// Checks what the schema cannot: cross-field rules and durations. Each message names its field.
 pub fn validate(spec: &CanarySpec) -> Vec<String> {
     let mut errors = Vec::new();
-    for (field, value) in [("spec.service", &spec.service), ("spec.stable", &spec.stable), ("spec.canary", &spec.canary)] {
+    for (field, value) in
+        [("spec.service", &spec.service), ("spec.stable", &spec.stable), ("spec.canary", &spec.canary)]
+    {
         if value.is_empty() {
             errors.push(format!("{field}: must not be empty; name a Service in this namespace"));
         }
@@ -346,7 +352,10 @@ pub fn validate(spec: &CanarySpec) -> Vec<String> {
             errors.push(format!("spec.steps[{i}].weight: {} is above 100", step.weight));
         }
         if step.weight < last {
-            errors.push(format!("spec.steps[{i}].weight: {} is lower than the step before ({last}); weights only go up", step.weight));
+            errors.push(format!(
+                "spec.steps[{i}].weight: {} is lower than the step before ({last}); weights only go up",
+                step.weight
+            ));
         }
         last = step.weight;
         if let Some(p) = &step.pause
@@ -373,12 +382,18 @@ pub fn validate(spec: &CanarySpec) -> Vec<String> {
     {
         errors.push(format!("spec.analysis.alpha: {a} must be between 0 and 0.5 (e.g. 0.01)"));
     }
-    if spec.analysis.provider.kind == ProviderKind::Prometheus && spec.analysis.provider.address.as_deref().unwrap_or("").is_empty() {
-        errors.push("spec.analysis.provider.address: required when type is prometheus (e.g. http://prometheus:9090)".to_string());
+    if spec.analysis.provider.kind == ProviderKind::Prometheus
+        && spec.analysis.provider.address.as_deref().unwrap_or("").is_empty()
+    {
+        errors.push(
+            "spec.analysis.provider.address: required when type is prometheus (e.g. http://prometheus:9090)"
+                .to_string(),
+        );
     }
     for (i, m) in spec.analysis.metrics.iter().enumerate() {
         let at = format!("spec.analysis.metrics[{i}]");
-        let mode = m.mode.unwrap_or(if m.kind == MetricKind::Custom { MetricMode::Absolute } else { MetricMode::Comparative });
+        let mode =
+            m.mode.unwrap_or(if m.kind == MetricKind::Custom { MetricMode::Absolute } else { MetricMode::Comparative });
         match (m.kind, mode) {
             (MetricKind::Custom, _) => {
                 if m.query.as_deref().unwrap_or("").is_empty() {
@@ -436,7 +451,10 @@ mod tests {
         let bad = CanarySpec {
             canary: "web-v1".into(),
             progress_deadline: Some("10".into()),
-            steps: vec![CanaryStep { weight: 50, ..Default::default() }, CanaryStep { weight: 20, ..Default::default() }],
+            steps: vec![
+                CanaryStep { weight: 50, ..Default::default() },
+                CanaryStep { weight: 20, ..Default::default() },
+            ],
             ..spec()
         };
         let errors = validate(&bad).join("\n");

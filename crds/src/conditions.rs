@@ -26,7 +26,13 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) -> boo
 }
 
 /// Builds a condition stamped now.
-pub fn condition(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+pub fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: if status { "True" } else { "False" }.to_string(),

@@ -49,23 +49,34 @@ fn to_hub(mut obj: Value, source: &str) -> Result<Value, ConversionError> {
         let mut parsed = Vec::new();
         let mut spelled = Vec::new();
         for (i, b) in backends.iter().enumerate() {
-            let text = match b.get("weight") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => return Err(invalid(format!("spec.backends[{i}].weight"), "required quantity such as \"500m\" or 90")),
+            let raw = b.get("weight").cloned().unwrap_or(Value::Null);
+            let text = match &raw {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(invalid(
+                        format!("spec.backends[{i}].weight"),
+                        "required quantity such as \"500m\" or 90",
+                    ));
+                }
             };
             let n = parse_quantity(&text).map_err(|e| invalid(format!("spec.backends[{i}].weight"), e.to_string()))?;
             parsed.push(n);
-            spelled.push(text);
+            spelled.push(raw);
         }
         let ints = to_integer_weights(&parsed).map_err(|e| invalid("spec.backends".into(), e.to_string()))?;
         let mut record = Vec::new();
         for ((b, w), text) in backends.iter_mut().zip(&ints).zip(spelled) {
-            let service = b.get("service").cloned().unwrap_or(Value::Null);
-            record.push(json!({"service": service, "quantity": text, "weight": w}));
+            // Remember only spellings the default (the integer as a string) would not reproduce.
+            if text != Value::String(w.to_string()) {
+                let service = b.get("service").cloned().unwrap_or(Value::Null);
+                record.push(json!({"service": service, "quantity": text, "weight": w}));
+            }
             b["weight"] = json!(w);
         }
-        set_annotation(&mut obj, QUANTITIES_ANNOTATION, Some(Value::Array(record).to_string()));
+        if !record.is_empty() {
+            set_annotation(&mut obj, QUANTITIES_ANNOTATION, Some(Value::Array(record).to_string()));
+        }
     }
     if (source == "v1alpha1" || source == "v1alpha2")
         && let Some(raw) = take_annotation(&mut obj, MATCHES_ANNOTATION)
@@ -95,14 +106,12 @@ fn from_hub(mut obj: Value, target: &str) -> Result<Value, ConversionError> {
             let spelled = remembered
                 .iter()
                 .find(|r| r.get("service") == Some(&service) && r.get("weight") == Some(&weight))
-                .and_then(|r| r.get("quantity").and_then(Value::as_str).map(str::to_string));
-            let text = match (spelled, &weight) {
-                (Some(s), _) => s,
-                (None, Value::Number(n)) => n.to_string(),
-                (None, Value::String(s)) => s.clone(),
-                (None, _) => continue,
+                .and_then(|r| r.get("quantity").cloned());
+            b["weight"] = match (spelled, weight) {
+                (Some(original), _) => original,
+                (None, Value::Number(n)) => Value::String(n.to_string()),
+                (None, other) => other,
             };
-            b["weight"] = Value::String(text);
         }
     }
     obj["apiVersion"] = json!(format!("{GROUP}/{target}"));

@@ -52,8 +52,5 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 
 /// All CRDs as one multi-document YAML stream.
 pub fn crds_yaml() -> String {
-    all_crds()
-        .iter()
-        .map(|crd| format!("---\n{}", serde_yaml::to_string(crd).expect("CRDs serialise")))
-        .collect()
+    all_crds().iter().map(|crd| format!("---\n{}", serde_yaml::to_string(crd).expect("CRDs serialise"))).collect()
 }

@@ -27,8 +27,12 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
             "s" => value,
             "m" => value * 60.0,
             "h" => value * 3600.0,
-            "" => return Err(format!("{raw:?} has no unit; write e.g. \"{}s\"", &s[..num_len.min(s.len())])),
-            other => return Err(format!("{raw:?} has unknown unit {other:?}; use ms, s, m or h")),
+            "" => {
+                return Err(format!("{raw:?} has no unit; write e.g. \"{}s\"", &s[..num_len.min(s.len())]));
+            }
+            other => {
+                return Err(format!("{raw:?} has unknown unit {other:?}; use ms, s, m or h"));
+            }
         };
         total += Duration::from_secs_f64(seconds);
     }

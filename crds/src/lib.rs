@@ -16,6 +16,6 @@ pub mod traffic_split;
 
 pub use canary::{Canary, CanaryPhase, CanarySpec, CanaryStatus};
 pub use crd::{all_crds, crds_yaml};
-pub use normalise::{normalise, NormalisedSplit, SplitError, SplitErrors, WeightedBackend};
+pub use normalise::{NormalisedSplit, SplitError, SplitErrors, WeightedBackend, normalise};
 pub use route_group::HTTPRouteGroup;
 pub use traffic_split::{TrafficSplit, TrafficSplitSpec, TrafficSplitStatus};

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::quantity::{parse_quantity, to_integer_weights, Nanos};
+use crate::quantity::{Nanos, parse_quantity, to_integer_weights};
 use crate::traffic_split::{GROUP, VERSIONS};
 
 /// A split reduced to what routing needs: integer weights at a common scale and percentages.
@@ -122,7 +122,11 @@ pub fn normalise(obj: &Value) -> Result<NormalisedSplit, SplitErrors> {
     let service = match spec.get("service") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::String(_)) => {
-            errs.push(SplitErrorKind::EmptyName, "spec.service", "must not be empty; name the apex Service clients call");
+            errs.push(
+                SplitErrorKind::EmptyName,
+                "spec.service",
+                "must not be empty; name the apex Service clients call",
+            );
             String::new()
         }
         _ => {
@@ -143,7 +147,11 @@ pub fn normalise(obj: &Value) -> Result<NormalisedSplit, SplitErrors> {
         let at = format!("spec.backends[{i}]");
         let name = b.get("service").and_then(Value::as_str).unwrap_or("").to_string();
         if name.trim().is_empty() {
-            errs.push(SplitErrorKind::EmptyName, format!("{at}.service"), "must not be empty; name a Service in this namespace");
+            errs.push(
+                SplitErrorKind::EmptyName,
+                format!("{at}.service"),
+                "must not be empty; name a Service in this namespace",
+            );
         } else if let Some(first) = names.iter().position(|n| *n == name) {
             errs.push(
                 SplitErrorKind::DuplicateBackend,
@@ -168,7 +176,11 @@ pub fn normalise(obj: &Value) -> Result<NormalisedSplit, SplitErrors> {
 
     let nanos: Vec<Nanos> = weights.into_iter().map(|w| w.expect("checked above")).collect();
     let ints = to_integer_weights(&nanos).map_err(|e| {
-        SplitErrors(vec![SplitError { field: "spec.backends".into(), message: e.to_string(), kind: SplitErrorKind::NonNumericWeight }])
+        SplitErrors(vec![SplitError {
+            field: "spec.backends".into(),
+            message: e.to_string(),
+            kind: SplitErrorKind::NonNumericWeight,
+        }])
     })?;
     let total: u128 = ints.iter().map(|&w| u128::from(w)).sum();
     let backends = names
@@ -189,7 +201,11 @@ fn read_weight(raw: Option<&Value>, quantities: bool, version: &str, at: &str, e
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             other => {
-                errs.push(SplitErrorKind::NonNumericWeight, at, format!("{other} is not a quantity; write e.g. 90 or \"500m\""));
+                errs.push(
+                    SplitErrorKind::NonNumericWeight,
+                    at,
+                    format!("{other} is not a quantity; write e.g. 90 or \"500m\""),
+                );
                 return None;
             }
         };
@@ -223,7 +239,9 @@ fn read_weight(raw: Option<&Value>, quantities: bool, version: &str, at: &str, e
 }
 
 fn read_matches(spec: &Value, version: &str, errs: &mut Collector) -> Vec<String> {
-    let Some(matches) = spec.get("matches") else { return Vec::new() };
+    let Some(matches) = spec.get("matches") else {
+        return Vec::new();
+    };
     let list = matches.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
         return Vec::new();
@@ -259,7 +277,11 @@ fn read_matches(spec: &Value, version: &str, errs: &mut Collector) -> Vec<String
         }
         match m.get("name").and_then(Value::as_str) {
             Some(n) if !n.trim().is_empty() => names.push(n.to_string()),
-            _ => errs.push(SplitErrorKind::EmptyName, format!("{at}.name"), "must not be empty; name an HTTPRouteGroup in this namespace"),
+            _ => errs.push(
+                SplitErrorKind::EmptyName,
+                format!("{at}.name"),
+                "must not be empty; name an HTTPRouteGroup in this namespace",
+            ),
         }
     }
     names

@@ -8,7 +8,9 @@ use std::fmt;
 /// Why a string is not a quantity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
-    #[error("{0:?} is not a Kubernetes quantity (expected a number with an optional suffix, e.g. \"90\", \"500m\", \"1k\")")]
+    #[error(
+        "{0:?} is not a Kubernetes quantity (expected a number with an optional suffix, e.g. \"90\", \"500m\", \"1k\")"
+    )]
     Syntax(String),
     #[error("{0:?} is negative; weights must be zero or more")]
     Negative(String),
@@ -37,10 +39,8 @@ pub fn parse_quantity(raw: &str) -> Result<Nanos, QuantityError> {
         _ => (false, s),
     };
     // Split the number from its suffix: digits and at most one '.'.
-    let number_len = body
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_digit() || c == '.'))
-        .map_or(body.len(), |(i, _)| i);
+    let number_len =
+        body.char_indices().find(|&(_, c)| !(c.is_ascii_digit() || c == '.')).map_or(body.len(), |(i, _)| i);
     let (number, suffix) = body.split_at(number_len);
     if number.is_empty() || number == "." || number.matches('.').count() > 1 {
         return Err(syntax());
@@ -94,9 +94,7 @@ pub fn parse_quantity(raw: &str) -> Result<Nanos, QuantityError> {
     if shift >= 0 {
         value = value.checked_mul(10u128.pow(shift as u32)).ok_or_else(too_large)?;
     } else {
-        let div = 10u128
-            .checked_pow((-shift) as u32)
-            .ok_or_else(|| QuantityError::TooPrecise(raw.to_string()))?;
+        let div = 10u128.checked_pow((-shift) as u32).ok_or_else(|| QuantityError::TooPrecise(raw.to_string()))?;
         if value % div != 0 {
             return Err(QuantityError::TooPrecise(raw.to_string()));
         }
@@ -128,9 +126,9 @@ impl fmt::Display for Nanos {
         let rest = self.0 % 1_000_000_000;
         if rest == 0 {
             write!(f, "{units}")
-        } else if rest % 1_000_000 == 0 {
+        } else if rest.is_multiple_of(1_000_000) {
             write!(f, "{}m", self.0 / 1_000_000)
-        } else if rest % 1_000 == 0 {
+        } else if rest.is_multiple_of(1_000) {
             write!(f, "{}u", self.0 / 1_000)
         } else {
             write!(f, "{}n", self.0)
@@ -173,7 +171,9 @@ mod tests {
 
     #[test]
     fn integer_weights_keep_shares_with_the_smallest_scale() {
-        let w = |xs: &[&str]| to_integer_weights(&xs.iter().map(|x| parse_quantity(x).unwrap()).collect::<Vec<_>>()).unwrap();
+        let w = |xs: &[&str]| {
+            to_integer_weights(&xs.iter().map(|x| parse_quantity(x).unwrap()).collect::<Vec<_>>()).unwrap()
+        };
         assert_eq!(w(&["90", "10"]), vec![90, 10]);
         assert_eq!(w(&["500m", "500m"]), vec![500, 500]);
         assert_eq!(w(&["1", "500m"]), vec![1000, 500]);

@@ -165,7 +165,9 @@ impl<'de> Deserialize<'de> for QuantityWeight {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => Ok(QuantityWeight(s)),
             serde_json::Value::Number(n) => Ok(QuantityWeight(n.to_string())),
-            other => Err(serde::de::Error::custom(format!("weight must be a quantity such as \"500m\" or 90, not {other}"))),
+            other => {
+                Err(serde::de::Error::custom(format!("weight must be a quantity such as \"500m\" or 90, not {other}")))
+            }
         }
     }
 }

@@ -1,0 +1,43 @@
+//! Helpers shared by the crds integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Every YAML document in a file, as JSON values.
+pub fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde_json::to_value(serde_yaml::Value::deserialize(doc).expect("valid YAML"))
+                .expect("JSON-compatible YAML")
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// A TrafficSplit at `version` with the given backends; weights are JSON values so tests can
+/// write quantities, integers and bad values alike.
+pub fn mk_split(version: &str, backends: &[(&str, Value)]) -> Value {
+    json!({
+        "apiVersion": format!("split.smi-spec.io/{version}"),
+        "kind": "TrafficSplit",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {
+            "service": "web",
+            "backends": backends.iter().map(|(s, w)| json!({"service": s, "weight": w})).collect::<Vec<_>>(),
+        }
+    })
+}
+
+/// Percentages of a normalised split, rounded to 0.01.
+pub fn shares(obj: &Value) -> Vec<(String, f64)> {
+    shifter_crds::normalise(obj)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .backends
+        .into_iter()
+        .map(|b| (b.service, (b.percent * 100.0).round() / 100.0))
+        .collect()
+}
