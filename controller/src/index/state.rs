@@ -1,0 +1,156 @@
+//! What the cluster says, reduced to what routing needs. Built from watch events; holds no channels.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use shifter_crds::TrafficSplit;
+use shifter_crds::normalise::{NormalisedSplit, SplitErrors};
+use shifter_crds::route_group::{HTTPRouteGroup, HttpMatch};
+
+/// Namespace and name.
+pub type Key = (String, String);
+
+/// The label EndpointSlices carry naming their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceInfo {
+    pub ports: Vec<ServicePortInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePortInfo {
+    pub name: Option<String>,
+    pub port: u16,
+    /// `targetPort` when it is a number; used when no EndpointSlice names the port.
+    pub target_number: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceInfo {
+    pub service: String,
+    /// Slice port name (None when unnamed) → port number on the endpoints.
+    pub ports: Vec<(Option<String>, u16)>,
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointInfo {
+    pub address: String,
+    pub name: String,
+    pub zone: String,
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitInfo {
+    pub name: String,
+    pub service: String,
+    pub generation: Option<i64>,
+    /// Orders competing splits for one apex: the oldest wins.
+    pub created: String,
+    pub split: Result<NormalisedSplit, SplitErrors>,
+    /// Whether a Canary owns this split (for Events naming who changed it).
+    pub owned_by_canary: bool,
+}
+
+/// Everything the index knows.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterState {
+    pub services: BTreeMap<Key, ServiceInfo>,
+    /// Keyed by the slice's own name.
+    pub slices: BTreeMap<Key, SliceInfo>,
+    pub splits: BTreeMap<Key, SplitInfo>,
+    pub route_groups: BTreeMap<Key, Vec<HttpMatch>>,
+}
+
+pub fn key_of<K: ResourceExt>(obj: &K) -> Key {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+impl ServiceInfo {
+    pub fn from_service(svc: &Service) -> Self {
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let port = u16::try_from(p.port).ok()?;
+                let target_number = match &p.target_port {
+                    Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+                    None => Some(port),
+                    Some(IntOrString::String(_)) => None,
+                };
+                Some(ServicePortInfo { name: p.name.clone().filter(|n| !n.is_empty()), port, target_number })
+            })
+            .collect();
+        ServiceInfo { ports }
+    }
+
+    pub fn port(&self, number: u16) -> Option<&ServicePortInfo> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+impl SliceInfo {
+    /// None when the slice names no Service.
+    pub fn from_slice(slice: &EndpointSlice) -> Option<Self> {
+        let service = slice.labels().get(SERVICE_NAME_LABEL)?.clone();
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| Some((p.name.clone().filter(|n| !n.is_empty()), u16::try_from(p.port?).ok()?)))
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .flat_map(|e| {
+                let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                let name = e
+                    .target_ref
+                    .as_ref()
+                    .and_then(|r| r.name.clone())
+                    .or_else(|| e.hostname.clone())
+                    .unwrap_or_default();
+                let zone = e.zone.clone().unwrap_or_default();
+                e.addresses.iter().map(move |a| EndpointInfo {
+                    address: a.clone(),
+                    name: name.clone(),
+                    zone: zone.clone(),
+                    ready,
+                })
+            })
+            .collect();
+        Some(SliceInfo { service, ports, endpoints })
+    }
+}
+
+impl SplitInfo {
+    pub fn from_split(ts: &TrafficSplit) -> Self {
+        let value = serde_json::to_value(ts).unwrap_or_default();
+        let owned_by_canary = ts
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "Canary" && o.api_version.starts_with("shifter.dev/"));
+        SplitInfo {
+            name: ts.name_any(),
+            service: ts.spec.service.clone(),
+            generation: ts.metadata.generation,
+            created: ts.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+            split: shifter_crds::normalise(&value),
+            owned_by_canary,
+        }
+    }
+}
+
+pub fn route_group_matches(group: &HTTPRouteGroup) -> Vec<HttpMatch> {
+    group.spec.matches.clone()
+}

@@ -1,0 +1,100 @@
+//! The gRPC side: `Destinations.Watch` streams snapshots from a [`DestinationIndex`];
+//! `Telemetry.Report` feeds the [`TelemetryStore`]. Requests in, protobuf out — no cluster access.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::{Stream, StreamExt};
+use shifter_proto::v1 as pb;
+use shifter_proto::v1::destinations_server::{Destinations, DestinationsServer};
+use shifter_proto::v1::telemetry_server::{Telemetry, TelemetryServer};
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::Authority;
+use crate::index::DestinationIndex;
+use crate::metrics::ControllerMetrics;
+use crate::telemetry::TelemetryStore;
+
+/// Serves `Destinations` from an index.
+pub struct DestinationService<I> {
+    index: Arc<I>,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl<I: DestinationIndex> DestinationService<I> {
+    pub fn new(index: Arc<I>, metrics: Arc<ControllerMetrics>) -> DestinationsServer<Self> {
+        DestinationsServer::new(DestinationService { index, metrics })
+    }
+}
+
+/// Counts an open stream for as long as it lives.
+struct StreamGuard(Arc<ControllerMetrics>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.watch_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::Snapshot, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<I: DestinationIndex> Destinations for DestinationService<I> {
+    type WatchStream = SnapshotStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<SnapshotStream>, Status> {
+        let req = request.into_inner();
+        let authority: Authority =
+            req.authority.parse().map_err(|e: crate::AuthorityError| Status::invalid_argument(e.to_string()))?;
+        let proxy = req.proxy.map(|p| p.id).unwrap_or_default();
+        debug!(%authority, %proxy, "proxy watching");
+        // Each stream reads its own watch channel: a slow proxy only ever misses intermediate
+        // snapshots (it gets the newest), and never delays another proxy.
+        let rx = self.index.watch(&authority);
+        self.metrics.watch_streams.fetch_add(1, Ordering::Relaxed);
+        let guard = StreamGuard(self.metrics.clone());
+        let metrics = self.metrics.clone();
+        let mut first = true;
+        let stream = WatchStream::new(rx).map(move |published| {
+            let _alive = &guard;
+            metrics.snapshot_pushes.fetch_add(1, Ordering::Relaxed);
+            if !std::mem::take(&mut first) {
+                metrics.push_latency.observe(published.at.elapsed());
+            }
+            Ok(published.snapshot.clone())
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Receives `Telemetry.Report` streams into a store.
+pub struct TelemetryService {
+    store: Arc<TelemetryStore>,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl TelemetryService {
+    pub fn new(store: Arc<TelemetryStore>, metrics: Arc<ControllerMetrics>) -> TelemetryServer<Self> {
+        TelemetryServer::new(TelemetryService { store, metrics })
+    }
+}
+
+#[tonic::async_trait]
+impl Telemetry for TelemetryService {
+    async fn report(
+        &self,
+        request: Request<Streaming<pb::TelemetryWindow>>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let mut stream = request.into_inner();
+        let mut received = 0;
+        while let Some(window) = stream.message().await? {
+            self.store.record(&window);
+            self.metrics.telemetry_windows.fetch_add(1, Ordering::Relaxed);
+            received += 1;
+        }
+        Ok(Response::new(pb::ReportAck { windows_received: received }))
+    }
+}
