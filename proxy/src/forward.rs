@@ -1,0 +1,216 @@
+//! The one routing path every HTTP request takes, from either listener: find the authority's
+//! table, match a route, pick a backend by weight and an endpoint by P2C, send, and observe the
+//! outcome. Requests are retried on another pick only when nothing was sent (dial failures), so a
+//! retry can never duplicate a request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use crate::PROXY_ERROR_HEADER;
+use crate::balance::pick_endpoint;
+use crate::body::{Outcome, ProxyBody, grpc_status};
+use crate::destinations::Destinations;
+use crate::metrics::FailureClass;
+use crate::pool::{SendError, UpstreamProtocol};
+
+/// What a listener contributes to routing.
+pub(crate) struct HttpContext {
+    pub destinations: Arc<Destinations>,
+    /// The gateway's apex authority; `None` routes by the request's own authority (outbound).
+    pub fixed_authority: Option<String>,
+}
+
+pub(crate) async fn forward(
+    ctx: Arc<HttpContext>,
+    protocol: UpstreamProtocol,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let dests = &ctx.destinations;
+    let metrics = &dests.compiler().metrics;
+    let Some(authority) = ctx.fixed_authority.clone().or_else(|| request_authority(&req)) else {
+        return local(StatusCode::BAD_REQUEST, "missing host");
+    };
+    let table = match dests.resolve(&authority).await {
+        Ok(table) => table,
+        Err(unrouted) => {
+            metrics.record_unrouted(&authority, unrouted.reason());
+            return local(StatusCode::SERVICE_UNAVAILABLE, unrouted.reason());
+        }
+    };
+    if !table.exists() {
+        metrics.record_unrouted(&authority, "service not found");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "service not found");
+    }
+    let Some(route) = table.route_for(req.method(), req.uri().path(), req.headers()) else {
+        metrics.record_unrouted(&authority, "no route");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no route");
+    };
+    let grpc = is_grpc(req.headers());
+    prepare_request(&mut req, protocol, &authority);
+    let settings = dests.settings();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(backend) = route.pick_backend() else {
+            metrics.record_unrouted(&authority, "no ready endpoints");
+            return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
+        };
+        let endpoint = pick_endpoint(&backend.endpoints);
+        let fail = |status: StatusCode, class: FailureClass, reason: &'static str| {
+            backend.stats.record_response(status.as_u16(), Some(class), start.elapsed());
+            local(status, reason)
+        };
+        let conn = match endpoint.pool.checkout(protocol).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                endpoint.mark_failed();
+                debug!(%error, route = %route.name, endpoint = %endpoint.addr, attempt, "dial failed");
+                if attempt < settings.max_attempts {
+                    continue;
+                }
+                return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connect failed");
+            }
+        };
+        let in_flight = endpoint.start();
+        let sent_at = Instant::now();
+        let response = match tokio::time::timeout(settings.request_timeout, endpoint.pool.send(conn, req)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(SendError::NotSent(unsent))) => {
+                req = *unsent;
+                if attempt < settings.max_attempts {
+                    continue;
+                }
+                return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection closed");
+            }
+            Ok(Err(SendError::Failed(error))) => {
+                debug!(%error, endpoint = %endpoint.addr, "upstream request failed");
+                endpoint.observe(sent_at.elapsed());
+                return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection failed");
+            }
+            Err(_) => {
+                endpoint.observe(settings.request_timeout);
+                return fail(StatusCode::GATEWAY_TIMEOUT, FailureClass::Timeout, "response timeout");
+            }
+        };
+        endpoint.observe(sent_at.elapsed());
+        endpoint.mark_ok();
+        drop(in_flight);
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let outcome = Outcome {
+            stats: backend.stats.clone(),
+            status: parts.status.as_u16(),
+            grpc,
+            grpc_status: grpc_status(&parts.headers),
+            latency: start.elapsed(),
+        };
+        return Response::from_parts(parts, ProxyBody::upstream(body, outcome));
+    }
+}
+
+/// What the client dialled: the absolute-form or HTTP/2 authority, else the Host header.
+fn request_authority<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers().get(header::HOST)?.to_str().ok().map(str::to_string)
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// HTTP/1 upstreams get an origin-form target and a Host header; HTTP/2 upstreams get a full URI
+/// (hyper derives `:scheme` and `:authority` from it). Hop-by-hop headers never cross the proxy.
+fn prepare_request<B>(req: &mut Request<B>, protocol: UpstreamProtocol, authority: &str) {
+    strip_hop_by_hop(req.headers_mut());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            if !req.headers().contains_key(header::HOST)
+                && let Ok(host) = HeaderValue::from_str(req.uri().authority().map_or(authority, |a| a.as_str()))
+            {
+                req.headers_mut().insert(header::HOST, host);
+            }
+            if let Ok(uri) = path.parse::<Uri>() {
+                *req.uri_mut() = uri;
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            if req.uri().scheme().is_none() || req.uri().authority().is_none() {
+                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(authority);
+                if let Ok(uri) = format!("http://{host}{path}").parse::<Uri>() {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().map(HeaderName::as_str).chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    // `te: trailers` is end-to-end in practice (gRPC requires it); any other TE is not.
+    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+/// A response the proxy writes itself, naming why in `shifter-proxy-error`.
+pub(crate) fn local(status: StatusCode, reason: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::local(format!("{reason}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(reason));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_host() {
+        let mut req = Request::get("http://web.shop:80/a?b=1").header("connection", "x-hop").body(()).unwrap();
+        req.headers_mut().insert("x-hop", HeaderValue::from_static("1"));
+        req.headers_mut().insert("te", HeaderValue::from_static("trailers"));
+        prepare_request(&mut req, UpstreamProtocol::Http1, "ignored:80");
+        assert_eq!(req.uri(), "/a?b=1");
+        assert_eq!(req.headers()["host"], "web.shop:80");
+        assert!(!req.headers().contains_key("x-hop") && !req.headers().contains_key("connection"));
+        assert_eq!(req.headers()["te"], "trailers");
+    }
+
+    #[test]
+    fn http2_upstream_gets_a_full_uri() {
+        let mut req = Request::get("/svc/Method").header("host", "web.shop:80").body(()).unwrap();
+        prepare_request(&mut req, UpstreamProtocol::Http2, "x:80");
+        assert_eq!(req.uri(), "http://web.shop:80/svc/Method");
+    }
+}

@@ -1,0 +1,325 @@
+//! Per-backend counters and the Prometheus text rendering, with Linkerd's metric names and latency
+//! buckets so existing dashboards and queries read them unchanged.
+//!
+//! Each backend of each authority has one [`BackendStats`], created when a snapshot naming it is
+//! compiled and kept for the life of the process so counters never go backwards. The hot path
+//! touches atomics plus one short mutex per finished response.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shifter_proto::LATENCY_BOUNDS_MS;
+
+/// Reads one counter of a backend.
+type Counter = fn(&BackendStats) -> u64;
+
+const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+/// Every proxy listener dials out to the chosen backend, as Linkerd's outbound side does.
+const DIRECTION: &str = "outbound";
+
+/// Identity of a backend as seen from one authority.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct BackendKey {
+    pub authority: String,
+    pub dst_namespace: String,
+    pub dst_service: String,
+}
+
+/// Why a response counts as a failure; also the `failures_by_class` keys sent to the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureClass {
+    Http5xx,
+    Connect,
+    Timeout,
+    Grpc,
+}
+
+impl FailureClass {
+    const ALL: [FailureClass; 4] = [Self::Http5xx, Self::Connect, Self::Timeout, Self::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http5xx => "5xx",
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+/// Outcomes since the last telemetry window closed.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Window {
+    pub requests: u64,
+    pub failures: u64,
+    pub by_class: [u64; 4],
+    pub latency: [u64; BUCKETS],
+}
+
+#[derive(Default)]
+struct HttpOutcomes {
+    /// (status code, failed) → count.
+    responses: BTreeMap<(u16, bool), u64>,
+    latency: [u64; BUCKETS],
+    latency_sum_us: u64,
+    window: Window,
+}
+
+/// Counters for one backend of one authority.
+pub(crate) struct BackendStats {
+    pub key: BackendKey,
+    /// Apex namespace, apex service and snapshot version, for telemetry windows.
+    apex: Mutex<(String, String, u64)>,
+    requests: AtomicU64,
+    http: Mutex<HttpOutcomes>,
+    skipped: AtomicU64,
+    tcp_open: AtomicU64,
+    tcp_close: AtomicU64,
+    tcp_read: AtomicU64,
+    tcp_write: AtomicU64,
+}
+
+impl BackendStats {
+    fn new(key: BackendKey) -> Self {
+        Self {
+            key,
+            apex: Mutex::default(),
+            requests: AtomicU64::new(0),
+            http: Mutex::default(),
+            skipped: AtomicU64::new(0),
+            tcp_open: AtomicU64::new(0),
+            tcp_close: AtomicU64::new(0),
+            tcp_read: AtomicU64::new(0),
+            tcp_write: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_apex(&self, namespace: &str, service: &str, version: u64) {
+        *self.apex.lock().expect("apex lock") = (namespace.into(), service.into(), version);
+    }
+
+    /// This backend was picked by weight but had no ready endpoint, so another was used.
+    pub fn record_skip(&self) {
+        self.skipped.fetch_add(1, Relaxed);
+    }
+
+    /// One request and its final outcome: the status the client saw, whether (and why) it failed,
+    /// and the time until response headers.
+    pub fn record_response(&self, status: u16, failure: Option<FailureClass>, latency: Duration) {
+        self.requests.fetch_add(1, Relaxed);
+        let bucket = bucket_of(latency);
+        let mut http = self.http.lock().expect("metrics lock");
+        *http.responses.entry((status, failure.is_some())).or_default() += 1;
+        http.latency[bucket] += 1;
+        http.latency_sum_us += u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let w = &mut http.window;
+        w.requests += 1;
+        w.latency[bucket] += 1;
+        if let Some(class) = failure {
+            w.failures += 1;
+            w.by_class[FailureClass::ALL.iter().position(|c| *c == class).unwrap_or(0)] += 1;
+        }
+    }
+
+    #[cfg(test)]
+    pub fn render_skips(&self) -> u64 {
+        self.skipped.load(Relaxed)
+    }
+
+    pub fn tcp_opened(&self) {
+        self.tcp_open.fetch_add(1, Relaxed);
+    }
+
+    pub fn tcp_closed(&self) {
+        self.tcp_close.fetch_add(1, Relaxed);
+    }
+
+    pub fn tcp_read(&self, n: usize) {
+        self.tcp_read.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn tcp_written(&self, n: usize) {
+        self.tcp_write.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Closes the current telemetry window: returns it (if anything happened) and starts a new one.
+    pub fn take_window(&self) -> Option<(Window, (String, String, u64))> {
+        let w = std::mem::take(&mut self.http.lock().expect("metrics lock").window);
+        (w.requests > 0).then(|| (w, self.apex.lock().expect("apex lock").clone()))
+    }
+}
+
+fn bucket_of(latency: Duration) -> usize {
+    let ms = latency.as_secs_f64() * 1000.0;
+    LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len())
+}
+
+/// Every backend's counters, plus process-wide ones.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    backends: Mutex<HashMap<BackendKey, Arc<BackendStats>>>,
+    /// Connections closed at accept because `max_connections` were open.
+    pub connections_rejected: AtomicU64,
+    /// Requests answered by the proxy itself before a backend was chosen, by reason.
+    unrouted: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Metrics {
+    pub fn backend(&self, key: BackendKey) -> Arc<BackendStats> {
+        let mut map = self.backends.lock().expect("metrics lock");
+        map.entry(key.clone()).or_insert_with(|| Arc::new(BackendStats::new(key))).clone()
+    }
+
+    pub fn all_backends(&self) -> Vec<Arc<BackendStats>> {
+        let mut v: Vec<_> = self.backends.lock().expect("metrics lock").values().cloned().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    pub fn record_unrouted(&self, authority: &str, reason: &'static str) {
+        *self.unrouted.lock().expect("metrics lock").entry((authority.to_string(), reason)).or_default() += 1;
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let backends = self.all_backends();
+        let snaps: Vec<_> = backends
+            .iter()
+            .map(|b| {
+                let http = b.http.lock().expect("metrics lock");
+                (b, labels(&b.key), http.responses.clone(), http.latency, http.latency_sum_us)
+            })
+            .collect();
+        let mut out = String::with_capacity(4096);
+        family(&mut out, "request_total", "counter", "Total count of HTTP requests.");
+        for (b, l, ..) in &snaps {
+            let n = b.requests.load(Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "request_total{{{l}}} {n}");
+            }
+        }
+        family(&mut out, "response_total", "counter", "Total count of HTTP responses.");
+        for (_, l, responses, ..) in &snaps {
+            for ((status, failed), n) in responses {
+                let class = if *failed { "failure" } else { "success" };
+                let _ = writeln!(out, "response_total{{{l},classification=\"{class}\",status_code=\"{status}\"}} {n}");
+            }
+        }
+        family(
+            &mut out,
+            "response_latency_ms",
+            "histogram",
+            "Elapsed times between a request and its response headers.",
+        );
+        for (_, l, responses, latency, sum_us) in &snaps {
+            if responses.is_empty() {
+                continue;
+            }
+            let mut cumulative = 0;
+            for (i, count) in latency.iter().enumerate() {
+                cumulative += count;
+                let le = LATENCY_BOUNDS_MS.get(i).map_or("+Inf".to_string(), |b| format!("{b}"));
+                let _ = writeln!(out, "response_latency_ms_bucket{{{l},le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "response_latency_ms_sum{{{l}}} {}", *sum_us as f64 / 1000.0);
+            let _ = writeln!(out, "response_latency_ms_count{{{l}}} {cumulative}");
+        }
+        family(
+            &mut out,
+            "route_backend_unready_total",
+            "counter",
+            "Picks that skipped a backend with no ready endpoint.",
+        );
+        for (b, l, ..) in &snaps {
+            let n = b.skipped.load(Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "route_backend_unready_total{{{l}}} {n}");
+            }
+        }
+        let tcp: [(&str, &str, Counter); 4] = [
+            ("tcp_open_total", "Total count of opened connections.", |b| b.tcp_open.load(Relaxed)),
+            ("tcp_close_total", "Total count of closed connections.", |b| b.tcp_close.load(Relaxed)),
+            ("tcp_read_bytes_total", "Total count of bytes read from clients.", |b| b.tcp_read.load(Relaxed)),
+            ("tcp_write_bytes_total", "Total count of bytes written to clients.", |b| b.tcp_write.load(Relaxed)),
+        ];
+        for (name, help, get) in tcp {
+            family(&mut out, name, "counter", help);
+            for (b, l, ..) in &snaps {
+                if b.tcp_open.load(Relaxed) > 0 {
+                    let _ = writeln!(out, "{name}{{{l},peer=\"dst\"}} {}", get(b));
+                }
+            }
+        }
+        family(&mut out, "proxy_unrouted_total", "counter", "Requests the proxy answered itself, by reason.");
+        for ((authority, reason), n) in self.unrouted.lock().expect("metrics lock").iter() {
+            let a = escape(authority);
+            let _ = writeln!(
+                out,
+                "proxy_unrouted_total{{direction=\"{DIRECTION}\",authority=\"{a}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        family(&mut out, "proxy_connections_rejected_total", "counter", "Connections closed at accept by the limit.");
+        let _ = writeln!(out, "proxy_connections_rejected_total {}", self.connections_rejected.load(Relaxed));
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn labels(k: &BackendKey) -> String {
+    format!(
+        "direction=\"{DIRECTION}\",authority=\"{}\",dst_namespace=\"{}\",dst_service=\"{}\"",
+        escape(&k.authority),
+        escape(&k.dst_namespace),
+        escape(&k.dst_service)
+    )
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(svc: &str) -> BackendKey {
+        BackendKey { authority: "web.shop:80".into(), dst_namespace: "shop".into(), dst_service: svc.into() }
+    }
+
+    #[test]
+    fn renders_linkerd_names_with_cumulative_buckets() {
+        let m = Metrics::default();
+        let b = m.backend(key("web-v1"));
+        b.record_response(200, None, Duration::from_micros(1500));
+        b.record_response(503, Some(FailureClass::Http5xx), Duration::from_millis(7));
+        let text = m.render();
+        let l = "direction=\"outbound\",authority=\"web.shop:80\",dst_namespace=\"shop\",dst_service=\"web-v1\"";
+        assert!(text.contains(&format!("request_total{{{l}}} 2\n")), "{text}");
+        assert!(text.contains(&format!("response_total{{{l},classification=\"success\",status_code=\"200\"}} 1\n")));
+        assert!(text.contains(&format!("response_total{{{l},classification=\"failure\",status_code=\"503\"}} 1\n")));
+        assert!(text.contains(&format!("response_latency_ms_bucket{{{l},le=\"1\"}} 0\n")));
+        assert!(text.contains(&format!("response_latency_ms_bucket{{{l},le=\"2\"}} 1\n")));
+        assert!(text.contains(&format!("response_latency_ms_bucket{{{l},le=\"10\"}} 2\n")));
+        assert!(text.contains(&format!("response_latency_ms_bucket{{{l},le=\"+Inf\"}} 2\n")));
+        assert!(text.contains(&format!("response_latency_ms_sum{{{l}}} 8.5\n")));
+    }
+
+    #[test]
+    fn windows_reset_when_taken() {
+        let m = Metrics::default();
+        let b = m.backend(key("web-v2"));
+        b.set_apex("shop", "web", 7);
+        b.record_response(200, Some(FailureClass::Grpc), Duration::from_millis(1));
+        let (w, apex) = b.take_window().unwrap();
+        assert_eq!((w.requests, w.failures, w.by_class[3]), (1, 1, 1));
+        assert_eq!(apex.2, 7);
+        assert!(b.take_window().is_none());
+    }
+}

@@ -1,0 +1,92 @@
+//! Opaque TCP: a connection the proxy cannot read as HTTP is sent, whole, to one backend chosen by
+//! the same weights (the authority's catch-all route), with connection and byte counters.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::balance::pick_endpoint;
+use crate::destinations::Destinations;
+use crate::metrics::BackendStats;
+
+pub(crate) async fn forward(client: TcpStream, prefix: Bytes, authority: &str, dests: &Arc<Destinations>) {
+    let metrics = &dests.compiler().metrics;
+    let table = match dests.resolve(authority).await {
+        Ok(table) if table.exists() => table,
+        Ok(_) => return metrics.record_unrouted(authority, "service not found"),
+        Err(unrouted) => return metrics.record_unrouted(authority, unrouted.reason()),
+    };
+    let Some(route) = table.tcp_route() else { return metrics.record_unrouted(authority, "no route") };
+    let settings = dests.settings();
+    let mut connected = None;
+    for attempt in 1..=settings.max_attempts {
+        let Some(backend) = route.pick_backend() else { break };
+        let endpoint = pick_endpoint(&backend.endpoints);
+        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint.addr)).await {
+            Ok(Ok(stream)) => {
+                endpoint.mark_ok();
+                connected = Some((stream, backend, endpoint));
+                break;
+            }
+            Ok(Err(error)) => debug!(%error, endpoint = %endpoint.addr, attempt, "dial failed"),
+            Err(_) => debug!(endpoint = %endpoint.addr, attempt, "dial timed out"),
+        }
+        endpoint.mark_failed();
+    }
+    let Some((mut upstream, backend, endpoint)) = connected else {
+        return metrics.record_unrouted(authority, "no reachable endpoint");
+    };
+    let stats = backend.stats.clone();
+    let _in_flight = endpoint.start();
+    stats.tcp_opened();
+    let _ = upstream.set_nodelay(true);
+    let mut client = Counted { inner: client, stats: stats.clone() };
+    stats.tcp_read(prefix.len());
+    let result = match upstream.write_all(&prefix).await {
+        Ok(()) => tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(error) = result {
+        debug!(%error, "opaque connection ended with an error");
+    }
+    stats.tcp_closed();
+}
+
+/// Counts bytes read from and written to the client.
+struct Counted {
+    inner: TcpStream,
+    stats: Arc<BackendStats>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.stats.tcp_read(buf.filled().len() - before);
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.stats.tcp_written(n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
