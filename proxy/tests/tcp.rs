@@ -1,0 +1,68 @@
+//! Opaque TCP through the gateway: split per connection by the same weights, with connection and
+//! byte counters, against real TCP echo servers.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `hello` (not HTTP), half-closes, and returns everything the far side said.
+async fn exchange(gw: SocketAddr, message: &[u8]) -> String {
+    let mut stream = TcpStream::connect(gw).await.unwrap();
+    stream.write_all(message).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn opaque_tcp_is_split_per_connection_and_counted() {
+    let (a, b) = (echo_backend("echo-a").await, echo_backend("echo-b").await);
+    let proxy = static_proxy(vec![split(1, &[("echo-a", 1, &[a.addr]), ("echo-b", 1, &[b.addr])])]).await;
+    let gw = proxy.gateway_addrs()[0];
+    let (mut to_a, mut to_b) = (0u64, 0u64);
+    for _ in 0..60 {
+        match exchange(gw, b"hello\n").await.as_str() {
+            "echo-a:hello\n" => to_a += 1,
+            "echo-b:hello\n" => to_b += 1,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert!(to_a > 0 && to_b > 0, "a {to_a}, b {to_b}");
+    assert_eq!((a.hits(), b.hits()), (to_a, to_b));
+    let admin = proxy.admin_addr().unwrap();
+    let closed = |text: &str| metric(text, "tcp_close_total", &[]);
+    eventually("every connection counted closed", || async { closed(&admin_get(admin, "/metrics").await.1) == 60 })
+        .await;
+    let (_, text) = admin_get(admin, "/metrics").await;
+    let on_a = [("dst_service", "echo-a")];
+    assert_eq!(metric(&text, "tcp_open_total", &on_a), to_a);
+    assert_eq!(metric(&text, "tcp_close_total", &on_a), to_a);
+    assert_eq!(metric(&text, "tcp_read_bytes_total", &on_a), to_a * 6);
+    assert_eq!(metric(&text, "tcp_write_bytes_total", &on_a), to_a * "echo-a:hello\n".len() as u64);
+    assert_eq!(metric(&text, "request_total", &[]), 0, "opaque connections are not requests");
+}
+
+#[tokio::test]
+async fn zero_weight_tcp_backend_receives_nothing() {
+    let (a, b) = (echo_backend("echo-a").await, echo_backend("echo-b").await);
+    let proxy = static_proxy(vec![split(1, &[("echo-a", 0, &[a.addr]), ("echo-b", 5, &[b.addr])])]).await;
+    for _ in 0..30 {
+        assert_eq!(exchange(proxy.gateway_addrs()[0], b"ping\n").await, "echo-b:ping\n");
+    }
+    assert_eq!((a.hits(), b.hits()), (0, 30));
+}
+
+#[tokio::test]
+async fn tcp_dead_endpoint_is_avoided() {
+    let live = echo_backend("echo-a").await;
+    let dead = dead_addr().await;
+    let proxy = static_proxy(vec![split(1, &[("echo-a", 1, &[dead, live.addr])])]).await;
+    for _ in 0..30 {
+        assert_eq!(exchange(proxy.gateway_addrs()[0], b"x").await, "echo-a:x");
+    }
+}
