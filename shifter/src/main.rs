@@ -15,13 +15,13 @@ enum Command {
     /// Print every CustomResourceDefinition shifter serves, as YAML (pipe it to `kubectl apply -f -`).
     Crds,
     /// Run a data-plane proxy: route requests by the weights a controller (or a static file) gives.
-    Proxy(shifter_proxy::Args),
+    Proxy(Box<shifter_proxy::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds => print!("{}", shifter_crds::crds_yaml()),
-        Command::Proxy(args) => shifter_proxy::run_blocking(args)?,
+        Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,
     }
     Ok(())
 }
