@@ -95,3 +95,26 @@ async fn telemetry_windows_reach_the_controller() {
     assert_eq!((b.namespace.as_str(), b.service.as_str(), b.snapshot_version), ("shop", "web", 4));
     assert_eq!(b.latency_counts.len(), b.latency_bounds_ms.len() + 1);
 }
+
+#[tokio::test]
+async fn controller_over_tls_with_a_given_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &Issuer::from_params(&ca_params, &ca_key)).unwrap();
+
+    let v1 = http_backend("web-v1").await;
+    let controller = TestController::start_tls(server_cert.pem(), server_key.serialize_pem()).await;
+    controller.set(split(9, &[("web-v1", 1, &[v1.addr])]));
+    assert!(controller.uri().starts_with("https://"));
+    let identity = shifter_proto::v1::ProxyIdentity::default();
+    let cfg = ControllerConfig { uri: controller.uri(), ca_pem: Some(ca_cert.pem().into_bytes()), identity };
+    let proxy = start_proxy(ConfigSource::Controller(cfg), test_settings()).await;
+    let admin = proxy.admin_addr().unwrap();
+    eventually("version 9 applied over TLS", || async { applied_version(admin).await == 9 }).await;
+    assert_eq!(get(&http1_client(), proxy.gateway_addrs()[0], "/", &[]).await.1, "web-v1");
+}

@@ -98,10 +98,21 @@ pub struct TestController {
     windows: Arc<Mutex<Vec<TelemetryWindow>>>,
     watched: Arc<Mutex<Vec<String>>>,
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Server certificate and key (PEM) when serving TLS.
+    tls: Option<(String, String)>,
 }
 
 impl TestController {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Serves TLS with this certificate chain and key (PEM).
+    pub async fn start_tls(cert_pem: String, key_pem: String) -> Self {
+        Self::start_with(Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(tls: Option<(String, String)>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut c = Self {
             addr: listener.local_addr().unwrap(),
@@ -109,13 +120,15 @@ impl TestController {
             windows: Arc::default(),
             watched: Arc::default(),
             running: None,
+            tls,
         };
         c.serve(listener);
         c
     }
 
     pub fn uri(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     fn serve(&mut self, listener: TcpListener) {
@@ -127,8 +140,13 @@ impl TestController {
             watched: self.watched.clone(),
         };
         let mut stop = kill;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = &self.tls {
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
+        }
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(DestinationsServer::new(state.clone()))
                 .add_service(TelemetryServer::new(state))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
