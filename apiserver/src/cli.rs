@@ -1,0 +1,57 @@
+//! `shifter apiserver`: the command-line face of [`crate::ApiServer`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::server::{ApiServer, Config};
+
+/// Run the embedded Kubernetes-compatible API server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:6443", env = "SHIFTER_APISERVER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory for the database, CA, token and kubeconfig.
+    #[arg(long, default_value = ".shifter/apiserver", env = "SHIFTER_APISERVER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Where to write the kubeconfig (default: <data-dir>/kubeconfig).
+    #[arg(long)]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// Serves until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = Config::new(args.data_dir);
+    config.listen = args.listen;
+    config.kubeconfig_out = args.kubeconfig_out;
+    config.max_body_bytes = args.max_body_bytes;
+    let server = ApiServer::start(config).await?;
+    println!("shifter API server listening on {}", server.url());
+    println!("kubeconfig: {}", server.kubeconfig_path().display());
+    println!("try: kubectl --kubeconfig {} get namespaces", server.kubeconfig_path().display());
+    wait_for_signal().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// [`run`] on a fresh multi-threaded runtime, for a synchronous `main`.
+pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+}

@@ -1,0 +1,245 @@
+//! Wiring: open the store, restore the CRDs it holds, prepare TLS and credentials, bind, write
+//! the kubeconfig, and serve until shut down. Used by `shifter apiserver`, by commands that embed
+//! the server, and by tests (which bind port 0).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::admission::AdmissionChain;
+use crate::app::{App, Query, Scope};
+use crate::http::{self, HttpSettings};
+use crate::resources::{self, Registry};
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Holds the database, the CA, the token and (by default) the kubeconfig.
+    pub data_dir: PathBuf,
+    /// Where to write the kubeconfig; default `<data_dir>/kubeconfig`.
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Largest request body accepted (Kubernetes' default is 3 MiB).
+    pub max_body_bytes: usize,
+    /// Fixed bearer token; by default one is generated and kept in the data directory.
+    pub token: Option<String>,
+    pub admission: AdmissionChain,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_every: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            data_dir: data_dir.into(),
+            kubeconfig_out: None,
+            max_body_bytes: 3 * 1024 * 1024,
+            token: None,
+            admission: AdmissionChain::shifter(),
+            bookmark_every: Duration::from_secs(30),
+        }
+    }
+
+    /// Loopback on a free port: what tests and embedding commands use.
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Config {
+        Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::new(data_dir) }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("creating the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("listening on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("creating built-in namespaces: {0}")]
+    Bootstrap(String),
+}
+
+/// A running server. Dropping it without [`ApiServer::shutdown`] stops accepting connections too.
+pub struct ApiServer {
+    addr: SocketAddr,
+    kubeconfig: PathBuf,
+    token: String,
+    ca_pem: String,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    app: Option<Arc<App>>,
+}
+
+impl ApiServer {
+    pub async fn start(config: Config) -> Result<ApiServer, StartError> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+        let store = Store::open(&dir.join("state.redb"))?;
+        let registry = Registry::default();
+        let (crds, _) = store.list("apiextensions.k8s.io/customresourcedefinitions", None);
+        for crd in crds {
+            match resources::from_crd(&crd) {
+                Ok(info) => {
+                    registry.register(info);
+                }
+                Err(errs) => {
+                    tracing::warn!(crd = ?crd.pointer("/metadata/name"), ?errs, "stored CRD no longer valid; not served")
+                }
+            }
+        }
+        let app = Arc::new(App { registry, store, admission: config.admission.clone() });
+        bootstrap(&app)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        if !addr.ip().is_unspecified() && !hosts.contains(&addr.ip().to_string()) {
+            hosts.push(addr.ip().to_string());
+        }
+        let certs = tls::certificates(&dir, &hosts)?;
+        let token = match &config.token {
+            Some(t) => t.clone(),
+            None => tls::token(&dir)?,
+        };
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let address = format!("{host}:{}", addr.port());
+        let kubeconfig = config.kubeconfig_out.clone().unwrap_or_else(|| dir.join("kubeconfig"));
+        tls::write_private(&kubeconfig, &tls::kubeconfig(&format!("https://{address}"), &certs.ca_pem, &token))?;
+        let settings = Arc::new(HttpSettings {
+            token: token.clone(),
+            max_body_bytes: config.max_body_bytes,
+            address: address.clone(),
+            bookmark_every: config.bookmark_every,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config.clone());
+        let span = tracing::info_span!("apiserver", %addr);
+        let task = tokio::spawn(accept_loop(listener, acceptor, app.clone(), settings, stopped).instrument(span));
+        tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
+        Ok(ApiServer { addr, kubeconfig, token, ca_pem: certs.ca_pem, stop, task: Some(task), app: Some(app) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The CA certificate (PEM) clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Stops serving, ends every connection and watch, and closes the database (so the same data
+    /// directory can be opened again in this process).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(app) = self.app.take() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Waits until the server stops (after [`ApiServer::shutdown`] from elsewhere, or forever).
+    pub async fn wait(&mut self) {
+        if let Some(task) = self.task.as_mut() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Arc<App>,
+    settings: Arc<HttpSettings>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                };
+                let (acceptor, app, settings) = (acceptor.clone(), app.clone(), settings.clone());
+                let span = tracing::debug_span!("connection", %peer);
+                connections.spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(error) => {
+                            tracing::debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let service = service_fn(move |req| http::serve(app.clone(), settings.clone(), req));
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                }.instrument(span));
+            }
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// The namespaces every cluster has.
+fn bootstrap(app: &App) -> Result<(), StartError> {
+    let res = app.registry.get("", "namespaces").expect("namespaces are built in");
+    let query = Query::default();
+    let scope =
+        Scope { res, version: "v1".into(), namespace: None, query: &query, manager: "shifter-apiserver".into() };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if app.store.get(&scope.key(name)).is_none() {
+            let ns: Value = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            app.create(&scope, ns).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        }
+    }
+    Ok(())
+}

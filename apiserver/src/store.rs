@@ -1,0 +1,377 @@
+//! The durable object store: every object at its storage version in an embedded redb database,
+//! mirrored in memory for reads, with a global `resourceVersion` counter and a bounded history of
+//! change events for watches.
+//!
+//! A write runs under one lock: the caller's closure reads and stages changes, the changes commit
+//! to redb with immediate durability (fsync), and only then is memory updated, the events
+//! published and the write acknowledged. A failed closure or commit leaves nothing behind.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::error::ApiError;
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const RV_KEY: &str = "resourceVersion";
+/// How many past events a watch can resume from.
+const HISTORY: usize = 10_000;
+/// How far a watcher may fall behind before its watch is closed (it then resumes from its last
+/// resourceVersion, as every Kubernetes client does).
+const FANOUT_BUFFER: usize = 8_192;
+
+/// Where an object lives: its resource (`group/plural`), namespace (empty if cluster-scoped), name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(resource: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Key { resource: resource.into(), namespace: namespace.into(), name: name.into() }
+    }
+
+    fn encode(&self) -> String {
+        format!("{}\n{}\n{}", self.resource, self.namespace, self.name)
+    }
+
+    fn decode(raw: &str) -> Option<Key> {
+        let mut parts = raw.splitn(3, '\n');
+        Some(Key::new(parts.next()?, parts.next()?, parts.next()?))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change. For deletions `object` is the last state, stamped with the delete's
+/// resourceVersion.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub rv: u64,
+    pub kind: EventType,
+    pub key: Key,
+    pub object: Arc<Value>,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening the database at {path}: {source}")]
+    Open { path: String, source: redb::DatabaseError },
+    #[error("reading the database: {0}")]
+    Read(String),
+}
+
+struct State {
+    db: Database,
+    objects: BTreeMap<Key, Arc<Value>>,
+    rv: u64,
+    history: VecDeque<Arc<Event>>,
+    /// Watches must start at or after this resourceVersion; older ones get 410 Gone.
+    floor: u64,
+}
+
+/// A watch's start: the backlog to send first, the live feed, and the resourceVersion the backlog
+/// brings the watcher up to.
+pub type Subscription = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
+
+pub struct Store {
+    state: Mutex<State>,
+    fanout: broadcast::Sender<Arc<Event>>,
+}
+
+/// A write in progress: reads see the changes staged so far.
+pub struct Txn<'a> {
+    objects: &'a BTreeMap<Key, Arc<Value>>,
+    staged: Vec<(Key, Option<Value>)>,
+}
+
+impl Txn<'_> {
+    pub fn get(&self, key: &Key) -> Option<Value> {
+        if let Some((_, v)) = self.staged.iter().rev().find(|(k, _)| k == key) {
+            return v.clone();
+        }
+        self.objects.get(key).map(|v| (**v).clone())
+    }
+
+    /// Every object of `resource` (in `namespace` when given), committed state only.
+    pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<(Key, Arc<Value>)> {
+        range(self.objects, resource, namespace).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Committed objects whose key satisfies `pred`, across every resource.
+    pub fn find(&self, pred: impl Fn(&Key, &Value) -> bool) -> Vec<(Key, Value)> {
+        self.objects.iter().filter(|(k, v)| pred(k, v)).map(|(k, v)| (k.clone(), (**v).clone())).collect()
+    }
+
+    pub fn put(&mut self, key: Key, object: Value) {
+        self.staged.push((key, Some(object)));
+    }
+
+    pub fn delete(&mut self, key: Key) {
+        self.staged.push((key, None));
+    }
+}
+
+fn range<'a>(
+    objects: &'a BTreeMap<Key, Arc<Value>>,
+    resource: &'a str,
+    namespace: Option<&'a str>,
+) -> impl Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a {
+    let start = Key::new(resource, namespace.unwrap_or(""), "");
+    objects
+        .range(start..)
+        .take_while(move |(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
+}
+
+impl Store {
+    /// Opens (or creates) the database file and loads every object.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db =
+            Database::create(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
+        let mut objects = BTreeMap::new();
+        let mut rv = 0;
+        {
+            let w = db.begin_write().map_err(|e| read(&e))?;
+            w.open_table(OBJECTS).map_err(|e| read(&e))?;
+            w.open_table(META).map_err(|e| read(&e))?;
+            w.commit().map_err(|e| read(&e))?;
+        }
+        let r = db.begin_read().map_err(|e| read(&e))?;
+        let table = r.open_table(OBJECTS).map_err(|e| read(&e))?;
+        for entry in table.iter().map_err(|e| read(&e))? {
+            let (k, v) = entry.map_err(|e| read(&e))?;
+            let key = Key::decode(k.value()).ok_or_else(|| StoreError::Read(format!("bad key {:?}", k.value())))?;
+            let value: Value = serde_json::from_slice(v.value()).map_err(|e| read(&e))?;
+            objects.insert(key, Arc::new(value));
+        }
+        if let Some(v) = r.open_table(META).map_err(|e| read(&e))?.get(RV_KEY).map_err(|e| read(&e))? {
+            rv = v.value();
+        }
+        drop(r);
+        let (fanout, _) = broadcast::channel(FANOUT_BUFFER);
+        Ok(Store { state: Mutex::new(State { db, objects, rv, history: VecDeque::new(), floor: rv }), fanout })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Arc<Value>> {
+        self.lock().objects.get(key).cloned()
+    }
+
+    /// A consistent snapshot of `resource` (in `namespace` when given) and the resourceVersion it is at.
+    pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+        let state = self.lock();
+        (range(&state.objects, resource, namespace).map(|(_, v)| v.clone()).collect(), state.rv)
+    }
+
+    /// Runs `f` against the current state and durably commits what it staged (unless `dry_run`).
+    /// Returns `f`'s result and the committed events, in staging order.
+    pub fn write<R>(
+        &self,
+        dry_run: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, ApiError>,
+    ) -> Result<(R, Vec<Event>), ApiError> {
+        let mut state = self.lock();
+        let mut txn = Txn { objects: &state.objects, staged: Vec::new() };
+        let out = f(&mut txn)?;
+        let staged = txn.staged;
+        let mut events = Vec::new();
+        let mut rv = state.rv;
+        let mut seen: BTreeMap<Key, bool> = BTreeMap::new();
+        for (key, object) in staged {
+            let existed = *seen.entry(key.clone()).or_insert_with(|| state.objects.contains_key(&key));
+            let (kind, mut obj) = match object {
+                Some(obj) => (if existed { EventType::Modified } else { EventType::Added }, obj),
+                None if existed => {
+                    let last = events
+                        .iter()
+                        .rev()
+                        .find(|e: &&Event| e.key == key)
+                        .map(|e| (*e.object).clone())
+                        .or_else(|| state.objects.get(&key).map(|v| (**v).clone()))
+                        .unwrap_or(Value::Null);
+                    (EventType::Deleted, last)
+                }
+                None => continue,
+            };
+            seen.insert(key.clone(), kind != EventType::Deleted);
+            if !dry_run {
+                rv += 1;
+                if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("resourceVersion".into(), json!(rv.to_string()));
+                }
+            }
+            events.push(Event { rv, kind, key, object: Arc::new(obj) });
+        }
+        if dry_run || events.is_empty() {
+            return Ok((out, events));
+        }
+        commit(&state.db, &events, rv).map_err(|e| ApiError::Internal(format!("storage commit failed: {e}")))?;
+        state.rv = rv;
+        for event in &events {
+            match event.kind {
+                EventType::Deleted => state.objects.remove(&event.key),
+                _ => state.objects.insert(event.key.clone(), event.object.clone()),
+            };
+            let event = Arc::new(event.clone());
+            state.history.push_back(event.clone());
+            // No receivers is fine: nobody is watching.
+            let _ = self.fanout.send(event);
+        }
+        while state.history.len() > HISTORY {
+            if let Some(old) = state.history.pop_front() {
+                state.floor = old.rv;
+            }
+        }
+        Ok((out, events))
+    }
+
+    /// Starts a watch. With `from = Some(rv)` the backlog is every event after `rv` (or 410 Gone if
+    /// that history is no longer kept); with `None` it is a synthetic ADDED for every current object
+    /// of `resource`. Events published after the returned backlog arrive on the receiver.
+    pub fn subscribe(&self, resource: &str, from: Option<u64>) -> Result<Subscription, ApiError> {
+        let state = self.lock();
+        let rx = self.fanout.subscribe();
+        let backlog = match from {
+            Some(rv) if rv < state.floor => {
+                return Err(ApiError::Gone(format!("too old resource version: {rv} ({})", state.floor + 1)));
+            }
+            Some(rv) => state.history.iter().filter(|e| e.rv > rv && e.key.resource == resource).cloned().collect(),
+            None => range(&state.objects, resource, None)
+                .map(|(k, v)| {
+                    let rv =
+                        v.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
+                    Arc::new(Event {
+                        rv: rv.unwrap_or(state.rv),
+                        kind: EventType::Added,
+                        key: k.clone(),
+                        object: v.clone(),
+                    })
+                })
+                .collect(),
+        };
+        Ok((backlog, rx, state.rv))
+    }
+}
+
+fn commit(db: &Database, events: &[Event], rv: u64) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut objects = txn.open_table(OBJECTS).map_err(|e| e.to_string())?;
+        for event in events {
+            let key = event.key.encode();
+            match event.kind {
+                EventType::Deleted => {
+                    objects.remove(key.as_str()).map_err(|e| e.to_string())?;
+                }
+                _ => {
+                    let bytes = serde_json::to_vec(&*event.object).map_err(|e| e.to_string())?;
+                    objects.insert(key.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert(RV_KEY, rv).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(store: &Store, key: Key, value: Value) {
+        store
+            .write(false, |t| {
+                t.put(key, value);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn obj(name: &str) -> Value {
+        json!({"metadata": {"name": name}})
+    }
+
+    #[test]
+    fn writes_survive_reopen_with_their_resource_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = Store::open(&path).unwrap();
+            put(&store, Key::new("/configmaps", "default", "a"), obj("a"));
+            put(&store, Key::new("/configmaps", "default", "b"), obj("b"));
+            store
+                .write(false, |t| {
+                    t.delete(Key::new("/configmaps", "default", "a"));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.current_rv(), 3);
+        let (items, rv) = store.list("/configmaps", Some("default"));
+        assert_eq!(rv, 3);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["metadata"]["resourceVersion"], "2");
+        // History does not survive a restart: older watches must relist.
+        assert!(matches!(store.subscribe("/configmaps", Some(1)), Err(ApiError::Gone(_))));
+        assert!(store.subscribe("/configmaps", Some(3)).is_ok());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let r: Result<((), _), _> = store.write(false, |t| {
+            t.put(Key::new("/configmaps", "default", "a"), obj("a"));
+            Err(ApiError::BadRequest("no".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(store.list("/configmaps", None).0.len(), 0);
+        assert_eq!(store.current_rv(), 0);
+    }
+
+    #[test]
+    fn watch_backlog_holds_only_later_events_of_the_resource() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for n in ["a", "b"] {
+            put(&store, Key::new("/configmaps", "x", n), obj(n));
+            put(&store, Key::new("/secrets", "x", n), obj(n));
+        }
+        let (backlog, _rx, rv) = store.subscribe("/configmaps", Some(1)).unwrap();
+        assert_eq!(rv, 4);
+        assert_eq!(backlog.iter().map(|e| e.rv).collect::<Vec<_>>(), [3]);
+    }
+}
