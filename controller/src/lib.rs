@@ -11,6 +11,13 @@ pub mod index;
 
 pub use authority::{Authority, AuthorityError};
 pub use index::{DestinationIndex, Index};
+pub mod admin;
+pub mod lease;
 pub mod metrics;
+pub mod relay;
+pub mod runtime;
 pub mod server;
+pub mod status;
 pub mod telemetry;
+pub mod tls;
+pub mod watch;

@@ -9,12 +9,14 @@ use futures::{Stream, StreamExt};
 use shifter_proto::v1 as pb;
 use shifter_proto::v1::destinations_server::{Destinations, DestinationsServer};
 use shifter_proto::v1::telemetry_server::{Telemetry, TelemetryServer};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::Authority;
 use crate::index::DestinationIndex;
+use crate::lease::Leadership;
 use crate::metrics::ControllerMetrics;
 use crate::telemetry::TelemetryStore;
 
@@ -70,15 +72,27 @@ impl<I: DestinationIndex> Destinations for DestinationService<I> {
     }
 }
 
-/// Receives `Telemetry.Report` streams into a store.
+/// Receives `Telemetry.Report` streams into a store, and relays them to the leader when this
+/// replica is not the leader (see [`crate::relay`]).
 pub struct TelemetryService {
     store: Arc<TelemetryStore>,
     metrics: Arc<ControllerMetrics>,
+    relay: Option<(mpsc::Sender<pb::TelemetryWindow>, watch::Receiver<Leadership>)>,
 }
 
 impl TelemetryService {
     pub fn new(store: Arc<TelemetryStore>, metrics: Arc<ControllerMetrics>) -> TelemetryServer<Self> {
-        TelemetryServer::new(TelemetryService { store, metrics })
+        TelemetryServer::new(TelemetryService { store, metrics, relay: None })
+    }
+
+    /// A service that also forwards windows to the leader while this replica follows.
+    pub fn with_relay(
+        store: Arc<TelemetryStore>,
+        metrics: Arc<ControllerMetrics>,
+        relay: mpsc::Sender<pb::TelemetryWindow>,
+        leadership: watch::Receiver<Leadership>,
+    ) -> TelemetryServer<Self> {
+        TelemetryServer::new(TelemetryService { store, metrics, relay: Some((relay, leadership)) })
     }
 }
 
@@ -92,6 +106,12 @@ impl Telemetry for TelemetryService {
         let mut received = 0;
         while let Some(window) = stream.message().await? {
             self.store.record(&window);
+            if let Some((relay, leadership)) = &self.relay
+                && !leadership.borrow().is_leader
+            {
+                // Full queue: drop rather than slow the proxy down.
+                let _ = relay.try_send(window);
+            }
             self.metrics.telemetry_windows.fetch_add(1, Ordering::Relaxed);
             received += 1;
         }

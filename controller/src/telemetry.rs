@@ -131,6 +131,20 @@ impl TelemetryStore {
         names
     }
 
+    /// Authorities that recently reporting proxies run a snapshot for.
+    pub fn authorities(&self) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<String> = inner
+            .proxies
+            .values()
+            .filter(|p| p.seen.elapsed() < PROXY_STALE_AFTER)
+            .flat_map(|p| p.applied.keys().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// For an authority: (proxies running `digest`, proxies reporting that authority at all),
     /// counting only proxies heard from recently.
     pub fn sync(&self, authority: &str, digest: &str) -> (u32, u32) {

@@ -55,6 +55,9 @@ pub struct TrafficSplitStatus {
 #[serde(rename_all = "camelCase")]
 pub struct BackendStatus {
     pub service: String,
+    /// The weight from spec this status was computed from; weight-change Events compare with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u64>,
     /// Share of the split's traffic this backend receives, in percent.
     pub percent: f64,
     /// Why the backend receives nothing, when it cannot serve (e.g. `BackendNotFound`).

@@ -16,12 +16,15 @@ enum Command {
     Crds,
     /// Run a data-plane proxy: route requests by the weights a controller (or a static file) gives.
     Proxy(Box<shifter_proxy::Args>),
+    /// Run the controller: watch TrafficSplits and Services and program proxies over gRPC.
+    Controller(Box<shifter_controller::runtime::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds => print!("{}", shifter_crds::crds_yaml()),
         Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,
+        Command::Controller(args) => shifter_controller::runtime::run_blocking(*args)?,
     }
     Ok(())
 }

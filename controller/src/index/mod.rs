@@ -17,8 +17,9 @@ use tokio::sync::watch;
 
 use crate::authority::Authority;
 pub use resolve::{Check, SplitReport};
+pub use state::SplitInfo;
 pub use state::{ClusterState, Key};
-use state::{ServiceInfo, SliceInfo, SplitInfo, key_of, route_group_matches};
+use state::{ServiceInfo, SliceInfo, key_of, route_group_matches};
 
 /// What the gRPC server needs from an index: a channel of snapshots for an authority.
 pub trait DestinationIndex: Send + Sync + 'static {
@@ -168,9 +169,16 @@ impl Index {
         self.watch(authority).borrow().snapshot.clone()
     }
 
-    /// Whether the split at `key` is owned by a Canary.
-    pub fn split_owned_by_canary(&self, key: &Key) -> bool {
-        self.lock().state.splits.get(key).is_some_and(|s| s.owned_by_canary)
+    /// The split at `key` as last read, with its report.
+    pub fn split(&self, key: &Key) -> Option<(SplitInfo, SplitReport)> {
+        let inner = self.lock();
+        let info = inner.state.splits.get(key)?.clone();
+        Some((info, resolve::report(&inner.state, key)?))
+    }
+
+    /// The digest of the routing an authority would get now, without subscribing to it.
+    pub fn digest_for(&self, authority: &Authority) -> String {
+        with_digest(resolve::snapshot(&self.lock().state, authority)).digest
     }
 
     /// Ticks on every change to the state; the status writer waits on it.

@@ -22,10 +22,22 @@ pub type Check = Result<(), (&'static str, String)>;
 pub struct SplitReport {
     pub accepted: Check,
     pub resolved_refs: Check,
-    /// Effective share per backend (percent), with a reason for each left-out backend.
-    pub backends: Vec<(String, f64, Option<&'static str>)>,
+    /// Effective share per backend, with a reason for each left-out backend.
+    pub backends: Vec<BackendReport>,
     /// Whether this split is the one routing its apex now.
     pub active: bool,
+}
+
+/// One backend as users see it in status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendReport {
+    pub service: String,
+    /// Weight at the split's common integer scale.
+    pub weight: u64,
+    /// Effective share of the split's traffic, in percent (rounded to 0.01).
+    pub percent: f64,
+    /// Why the backend receives nothing, when it cannot serve.
+    pub reason: Option<&'static str>,
 }
 
 /// The split that routes `service` in `namespace`, if any: the oldest valid one.
@@ -232,7 +244,7 @@ pub fn report(state: &ClusterState, key: &Key) -> Option<SplitReport> {
         .into_iter()
         .map(|(service, weight, reason)| {
             let percent = if reason.is_some() || serving == 0 { 0.0 } else { weight as f64 * 100.0 / serving as f64 };
-            (service, (percent * 100.0).round() / 100.0, reason)
+            BackendReport { service, weight, percent: (percent * 100.0).round() / 100.0, reason }
         })
         .collect();
     let resolved_refs = match problems.first() {

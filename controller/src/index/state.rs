@@ -6,9 +6,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use shifter_crds::TrafficSplit;
 use shifter_crds::normalise::{NormalisedSplit, SplitErrors};
 use shifter_crds::route_group::{HTTPRouteGroup, HttpMatch};
+use shifter_crds::{TrafficSplit, TrafficSplitStatus};
 
 /// Namespace and name.
 pub type Key = (String, String);
@@ -53,8 +53,13 @@ pub struct SplitInfo {
     /// Orders competing splits for one apex: the oldest wins.
     pub created: String,
     pub split: Result<NormalisedSplit, SplitErrors>,
-    /// Whether a Canary owns this split (for Events naming who changed it).
-    pub owned_by_canary: bool,
+    /// The Canary that owns this split, if any (for Events naming who changed it).
+    pub canary_owner: Option<String>,
+    pub uid: Option<String>,
+    /// Status as last read from the API.
+    pub status: Option<TrafficSplitStatus>,
+    /// The field manager that last wrote the spec (e.g. `kubectl-patch`), from managedFields.
+    pub spec_manager: Option<String>,
 }
 
 /// Everything the index knows.
@@ -134,19 +139,33 @@ impl SliceInfo {
 impl SplitInfo {
     pub fn from_split(ts: &TrafficSplit) -> Self {
         let value = serde_json::to_value(ts).unwrap_or_default();
-        let owned_by_canary = ts
+        let canary_owner = ts
             .metadata
             .owner_references
             .iter()
             .flatten()
-            .any(|o| o.kind == "Canary" && o.api_version.starts_with("shifter.dev/"));
+            .find(|o| o.kind == "Canary" && o.api_version.starts_with("shifter.dev/"))
+            .map(|o| o.name.clone());
+        // The newest managedFields entry that touched spec names who changed the weights last.
+        let spec_manager = ts
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.subresource.as_deref().unwrap_or("").is_empty())
+            .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").is_some()))
+            .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+            .and_then(|m| m.manager.clone());
         SplitInfo {
             name: ts.name_any(),
             service: ts.spec.service.clone(),
             generation: ts.metadata.generation,
             created: ts.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
             split: shifter_crds::normalise(&value),
-            owned_by_canary,
+            canary_owner,
+            uid: ts.metadata.uid.clone(),
+            status: ts.status.clone(),
+            spec_manager,
         }
     }
 }
