@@ -1,0 +1,203 @@
+//! A one-machine "cluster": the real `shifter apiserver` process, a kube client and kubectl bound to
+//! its kubeconfig, plus helpers to start controllers and proxies against it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::{Proc, shifter_bin};
+
+/// A free loopback port (bound then released; the race with other tests is negligible).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub apiserver: Proc,
+    pub apiserver_port: u16,
+    pub kubeconfig: PathBuf,
+}
+
+/// A running controller process and what proxies need to reach it.
+pub struct ControllerProc {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub ca: PathBuf,
+    pub token_file: PathBuf,
+}
+
+/// A running proxy process with one gateway listener.
+pub struct ProxyProc {
+    pub proc: Proc,
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Cluster {
+    /// Starts the API server and installs shifter's CRDs with kubectl.
+    pub async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let apiserver_port = free_port();
+        let (apiserver, kubeconfig) = start_apiserver(dir.path(), apiserver_port);
+        let cluster = Cluster { dir, apiserver, apiserver_port, kubeconfig };
+        let crds = dir_file(cluster.dir.path(), "crds.yaml", &shifter_crds::crds_yaml());
+        cluster.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
+        cluster
+    }
+
+    /// Stops the API server (SIGTERM) and starts it again on the same data.
+    pub fn restart_apiserver(&mut self) {
+        self.apiserver.terminate(Duration::from_secs(10));
+        let (proc, _) = start_apiserver(self.dir.path(), self.apiserver_port);
+        self.apiserver = proc;
+    }
+
+    pub async fn client(&self) -> Client {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
+        Client::try_from(config).expect("client")
+    }
+
+    /// Runs the real kubectl against this cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl is installed (scripts/install-test-tools.sh installs it)")
+    }
+
+    /// Runs kubectl and panics with its output when it fails; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f` of a YAML string.
+    pub fn apply(&self, yaml: &str) -> String {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let file = dir_file(self.dir.path(), &format!("apply-{n}.yaml"), yaml);
+        self.kubectl_ok(&["apply", "-f", file.to_str().expect("utf-8 path")])
+    }
+
+    /// A Service `name` in `ns` on port 80 (named http) whose one endpoint is 127.0.0.1:`backend_port`.
+    pub fn service(&self, ns: &str, name: &str, backend_port: Option<u16>) {
+        let mut yaml = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
+        );
+        if let Some(port) = backend_port {
+            yaml.push_str(&format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n- addresses: [127.0.0.1]\n  conditions: {{ready: true}}\n"
+            ));
+        }
+        self.apply(&yaml);
+    }
+
+    /// Starts `shifter controller` against this cluster.
+    pub fn start_controller(&self, name: &str) -> ControllerProc {
+        let grpc_port = free_port();
+        let admin_port = free_port();
+        let state = self.dir.path().join("controller-state");
+        let args: Vec<String> = vec![
+            "controller".into(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--grpc-listen".into(),
+            format!("127.0.0.1:{grpc_port}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin_port}"),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--lease-namespace".into(),
+            "default".into(),
+            "--identity".into(),
+            name.into(),
+        ];
+        let mut proc = Proc::spawn(name, self.dir.path(), &shifter_bin(), &args, &[("RUST_LOG", "info")]);
+        proc.wait_for_line("controller started", Duration::from_secs(30));
+        ControllerProc {
+            proc,
+            grpc: format!("127.0.0.1:{grpc_port}").parse().expect("addr"),
+            admin: format!("127.0.0.1:{admin_port}").parse().expect("addr"),
+            ca: state.join("tls").join("ca.crt"),
+            token_file: state.join("token"),
+        }
+    }
+
+    /// Starts `shifter proxy` with a gateway for `authority`, connected to `controller`.
+    pub fn start_proxy(&self, name: &str, authority: &str, controller: &ControllerProc) -> ProxyProc {
+        let gateway_port = free_port();
+        let admin_port = free_port();
+        let args: Vec<String> = vec![
+            "proxy".into(),
+            "--controller".into(),
+            format!("https://localhost:{}", controller.grpc.port()),
+            "--controller-ca".into(),
+            controller.ca.display().to_string(),
+            "--controller-token-file".into(),
+            controller.token_file.display().to_string(),
+            "--gateway".into(),
+            format!("127.0.0.1:{gateway_port}={authority}"),
+            "--admin".into(),
+            format!("127.0.0.1:{admin_port}"),
+            "--id".into(),
+            name.into(),
+        ];
+        let proc = Proc::spawn(name, self.dir.path(), &shifter_bin(), &args, &[("RUST_LOG", "info")]);
+        let proxy = ProxyProc {
+            proc,
+            gateway: format!("127.0.0.1:{gateway_port}").parse().expect("addr"),
+            admin: format!("127.0.0.1:{admin_port}").parse().expect("addr"),
+        };
+        wait_until(
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(proxy.admin).is_ok(),
+            || format!("proxy {name} admin port never opened:\n{}", proxy.proc.output()),
+        );
+        proxy
+    }
+}
+
+fn start_apiserver(dir: &Path, port: u16) -> (Proc, PathBuf) {
+    let data = dir.join("apiserver");
+    let kubeconfig = data.join("kubeconfig");
+    let args: Vec<String> = vec![
+        "apiserver".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    let mut proc = Proc::spawn("apiserver", dir, &shifter_bin(), &args, &[]);
+    proc.wait_for_line("listening on", Duration::from_secs(30));
+    (proc, kubeconfig)
+}
+
+fn dir_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write file");
+    path
+}
+
+/// Polls `ok` every 20 ms until it holds; panics with `why()` after `timeout`.
+pub fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
