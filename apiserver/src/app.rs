@@ -91,7 +91,7 @@ impl Scope<'_> {
 
     /// Converts a stored object to the version this request speaks.
     pub fn out(&self, stored: &Value) -> Result<Value, ApiError> {
-        self.res.convert(stored.clone(), &self.version)
+        self.res.from_storage(stored.clone(), &self.version)
     }
 }
 

@@ -53,5 +53,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 /// [`run`] on a fresh multi-threaded runtime, for a synchronous `main`.
 pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Another command may have installed a subscriber already; that one wins.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
 }

@@ -14,6 +14,7 @@ pub mod builtin;
 pub mod cli;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod fields;
 pub mod http;
 pub mod openapi;

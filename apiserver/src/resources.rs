@@ -26,6 +26,8 @@ pub enum Conversion {
     None,
     /// SMI TrafficSplit: `shifter_crds::convert`, in-process, in place of the CRD's webhook.
     TrafficSplit,
+    /// `events.k8s.io/v1` Events, stored as core `v1` Events.
+    EventsV1,
 }
 
 /// Everything known about one resource (one group + plural).
@@ -45,12 +47,30 @@ pub struct ResourceInfo {
     /// Defined by a CustomResourceDefinition (JSON merge patch only, schema enforced).
     pub custom: bool,
     pub conversion: Conversion,
+    /// Stored with another resource (`group/plural`), as events.k8s.io Events are with core Events.
+    pub store_as: Option<String>,
 }
 
 impl ResourceInfo {
     /// The key objects of this resource are stored under.
     pub fn store_key(&self) -> String {
-        format!("{}/{}", self.group, self.plural)
+        self.store_as.clone().unwrap_or_else(|| format!("{}/{}", self.group, self.plural))
+    }
+
+    /// Converts an object written at any served version to the stored form.
+    pub fn to_storage(&self, obj: Value) -> Result<Value, ApiError> {
+        match self.conversion {
+            Conversion::EventsV1 => Ok(crate::events::to_core(obj)),
+            _ => self.convert(obj, &self.storage_version),
+        }
+    }
+
+    /// Converts a stored object to `version` of this resource.
+    pub fn from_storage(&self, obj: Value, version: &str) -> Result<Value, ApiError> {
+        match self.conversion {
+            Conversion::EventsV1 => Ok(crate::events::from_core(obj)),
+            _ => self.convert(obj, version),
+        }
     }
 
     pub fn api_version(&self, version: &str) -> String {
@@ -84,7 +104,7 @@ impl ResourceInfo {
                 }
                 other => ApiError::Internal(format!("conversion webhook for {}: {other}", self.qualified())),
             }),
-            Conversion::None => {
+            Conversion::None | Conversion::EventsV1 => {
                 let mut obj = obj;
                 obj["apiVersion"] = json!(target);
                 Ok(obj)
@@ -126,6 +146,7 @@ fn builtin(
         status_subresource: status,
         custom: false,
         conversion: Conversion::None,
+        store_as: None,
     }
 }
 
@@ -137,7 +158,11 @@ fn builtins() -> Vec<ResourceInfo> {
         builtin("", "v1", "secrets", "Secret", true, &[], false),
         builtin("", "v1", "events", "Event", true, &["ev"], false),
         builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true, &[], false),
-        builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false),
+        ResourceInfo {
+            conversion: Conversion::EventsV1,
+            store_as: Some("/events".into()),
+            ..builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false)
+        },
         builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false),
         builtin(
             "apiextensions.k8s.io",
@@ -257,6 +282,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceInfo, Vec<FieldError>> {
         status_subresource,
         custom: true,
         conversion,
+        store_as: None,
         versions,
         group,
         plural,

@@ -1,5 +1,6 @@
-//! Label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!` not-exists) and the field
-//! selectors every resource supports (`metadata.name`, `metadata.namespace`).
+//! Label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!` not-exists) and field selectors.
+//! Field selectors accept any field path (`metadata.name`, `involvedObject.uid`, `type`), a
+//! superset of the per-kind lists a real API server allows.
 
 use serde_json::Value;
 
@@ -92,10 +93,10 @@ impl Selector {
                 return Err(ApiError::BadRequest(format!("invalid field selector term {term:?}")));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" {
-                return Err(ApiError::BadRequest(format!(
-                    "field label not supported: {field} (use metadata.name or metadata.namespace)"
-                )));
+            let valid = !field.is_empty()
+                && field.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            if !valid {
+                return Err(ApiError::BadRequest(format!("invalid field selector: {field:?} is not a field path")));
             }
             fields.push((field.to_string(), negate, value.trim().to_string()));
         }
@@ -118,9 +119,13 @@ impl Selector {
         });
         labels_ok
             && self.fields.iter().all(|(field, negate, value)| {
-                let path = if field == "metadata.name" { "/metadata/name" } else { "/metadata/namespace" };
-                let actual = obj.pointer(path).and_then(Value::as_str).unwrap_or("");
-                (actual == value) != *negate
+                let path = format!("/{}", field.replace('.', "/"));
+                let actual = match obj.pointer(&path) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                (actual == *value) != *negate
             })
     }
 }
@@ -150,10 +155,16 @@ mod tests {
     }
 
     #[test]
-    fn field_selectors_on_name_and_namespace_only() {
+    fn field_selectors_compare_any_field_path() {
         let o = pod(json!({}));
         assert!(Selector::parse(None, Some("metadata.name=web,metadata.namespace!=dev")).unwrap().matches(&o));
         assert!(!Selector::parse(None, Some("metadata.name=api")).unwrap().matches(&o));
-        assert!(Selector::parse(None, Some("spec.nodeName=x")).is_err());
+        let event = json!({"involvedObject": {"name": "web", "uid": "u1"}, "count": 3});
+        assert!(
+            Selector::parse(None, Some("involvedObject.name=web,involvedObject.uid=u1,count=3"))
+                .unwrap()
+                .matches(&event)
+        );
+        assert!(Selector::parse(None, Some("spec..x=1")).is_err());
     }
 }

@@ -81,7 +81,7 @@ impl Watcher<'_> {
     }
 
     fn encode(&self, object: &Value) -> Result<Value, ApiError> {
-        let obj = self.req.res.convert(object.clone(), &self.req.version)?;
+        let obj = self.req.res.from_storage(object.clone(), &self.req.version)?;
         Ok(match self.req.table {
             Some(include) => {
                 let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);

@@ -263,7 +263,7 @@ impl App {
                 Writer { manager, api_version: &scope.api_version(), subresource: subresource(mode), now: &stamp };
             apply::record_update(old_req.as_ref(), &mut new, &writer, &Self::lists(res, &scope.version));
         }
-        let stored = res.convert(new, &res.storage_version)?;
+        let stored = res.to_storage(new)?;
         Ok((stored, warnings))
     }
 

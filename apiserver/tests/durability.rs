@@ -71,7 +71,10 @@ async fn kill_9_mid_write_load_loses_no_acknowledged_write() {
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let name = format!("w{w}-{i}");
-                let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}, "data": {"writer": w.to_string(), "seq": i.to_string()}})).unwrap();
+                let cm: ConfigMap = serde_json::from_value(
+                    json!({"metadata": {"name": name}, "data": {"writer": w.to_string(), "seq": i.to_string()}}),
+                )
+                .unwrap();
                 match api.create(&PostParams::default(), &cm).await {
                     Ok(c) => {
                         acked.lock().unwrap().insert(name, c.resource_version().unwrap().parse().unwrap());
@@ -111,7 +114,10 @@ async fn kill_9_mid_write_load_loses_no_acknowledged_write() {
     assert!(list_rv >= max_acked);
     let after: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "after-restart"}})).unwrap();
     let after = api.create(&PostParams::default(), &after).await.unwrap();
-    assert!(after.resource_version().unwrap().parse::<u64>().unwrap() > list_rv, "versions keep increasing across the crash");
+    assert!(
+        after.resource_version().unwrap().parse::<u64>().unwrap() > list_rv,
+        "versions keep increasing across the crash"
+    );
 }
 
 #[tokio::test]
@@ -131,7 +137,9 @@ async fn objects_and_crds_survive_a_restart() {
     assert_eq!(after.metadata.uid, before.metadata.uid);
     assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
     assert_eq!(after.data["spec"], before.data["spec"]);
-    let next = api.create(&PostParams::default(), &serde_json::from_value(split("api", &[("a", 1)])).unwrap()).await.unwrap();
-    let (b, n): (u64, u64) = (before.resource_version().unwrap().parse().unwrap(), next.resource_version().unwrap().parse().unwrap());
+    let next =
+        api.create(&PostParams::default(), &serde_json::from_value(split("api", &[("a", 1)])).unwrap()).await.unwrap();
+    let (b, n): (u64, u64) =
+        (before.resource_version().unwrap().parse().unwrap(), next.resource_version().unwrap().parse().unwrap());
     assert!(n > b);
 }

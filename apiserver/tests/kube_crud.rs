@@ -288,3 +288,29 @@ async fn selectors_paging_and_delete_collection() {
     api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=back")).await.unwrap();
     assert_eq!(names(&api.list(&ListParams::default()).await.unwrap()), ["c0", "c2", "c4", "c6"]);
 }
+
+#[tokio::test]
+async fn events_recorded_through_events_k8s_io_show_up_as_core_events() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let t = TestServer::start().await;
+    let client = t.client().await;
+    let recorded: Event = serde_json::from_value(json!({
+        "metadata": {"name": "web.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"apiVersion": "split.smi-spec.io/v1alpha4", "kind": "TrafficSplit", "name": "web", "namespace": "default", "uid": "u-1"},
+        "reason": "WeightsChanged", "note": "web-v1=80 web-v2=20 by alice", "type": "Normal", "action": "Update",
+        "reportingController": "shifter.dev/controller", "reportingInstance": "shifter-0",
+    }))
+    .unwrap();
+    Api::<Event>::namespaced(client.clone(), "default").create(&PostParams::default(), &recorded).await.unwrap();
+    // `kubectl describe` looks events up by the object they concern.
+    let core: Api<CoreEvent> = Api::namespaced(client, "default");
+    let found =
+        core.list(&ListParams::default().fields("involvedObject.name=web,involvedObject.uid=u-1")).await.unwrap();
+    assert_eq!(found.items.len(), 1);
+    let e = &found.items[0];
+    assert_eq!(e.message.as_deref(), Some("web-v1=80 web-v2=20 by alice"));
+    assert_eq!(e.reporting_component.as_deref(), Some("shifter.dev/controller"));
+    assert!(core.list(&ListParams::default().fields("involvedObject.name=api")).await.unwrap().items.is_empty());
+}

@@ -43,7 +43,10 @@ impl Kubectl<'_> {
             input.write_all(text.as_bytes()).await.unwrap();
         }
         drop(input);
-        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("kubectl finishes in time").unwrap()
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kubectl finishes in time")
+            .unwrap()
     }
 
     /// Runs kubectl, asserts success, returns stdout.
@@ -132,9 +135,25 @@ async fn patch_edit_server_side_apply_and_delete() {
     k.ok_with(&["apply", "-f", "-"], Some(SPLIT), &[]).await;
     let weight = |i: usize| format!("jsonpath={{.spec.backends[{i}].weight}}");
 
-    k.ok(&["patch", "ts", "web", "--type=merge", "-p", r#"{"spec":{"backends":[{"service":"web-v1","weight":50},{"service":"web-v2","weight":50}]}}"#]).await;
+    k.ok(&[
+        "patch",
+        "ts",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"backends":[{"service":"web-v1","weight":50},{"service":"web-v2","weight":50}]}}"#,
+    ])
+    .await;
     assert_eq!(k.ok(&["get", "ts", "web", "-o", &weight(1)]).await, "50");
-    k.ok(&["patch", "ts", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/backends/1/weight","value":75}]"#]).await;
+    k.ok(&[
+        "patch",
+        "ts",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/backends/1/weight","value":75}]"#,
+    ])
+    .await;
     assert_eq!(k.ok(&["get", "ts", "web", "-o", &weight(1)]).await, "75");
 
     let editor = t.dir.path().join("editor.sh");
@@ -144,7 +163,9 @@ async fn patch_edit_server_side_apply_and_delete() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out = k.ok_with(&["edit", "ts", "web"], None, &[("EDITOR", editor.as_path()), ("KUBE_EDITOR", editor.as_path())]).await;
+    let out = k
+        .ok_with(&["edit", "ts", "web"], None, &[("EDITOR", editor.as_path()), ("KUBE_EDITOR", editor.as_path())])
+        .await;
     assert!(out.contains("edited"), "{out}");
     assert_eq!(k.ok(&["get", "ts", "web", "-o", &weight(1)]).await, "30");
     assert_eq!(k.ok(&["get", "ts", "web", "-o", "jsonpath={.metadata.generation}"]).await, "4");
@@ -152,13 +173,16 @@ async fn patch_edit_server_side_apply_and_delete() {
     let ssa = SPLIT.replace("name: web\n", "name: ssa\n");
     let out = k.ok_with(&["apply", "--server-side", "-f", "-"], Some(&ssa), &[]).await;
     assert!(out.contains("serverside-applied"), "{out}");
-    let managers = k.ok(&["get", "ts", "ssa", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]).await;
+    let managers = k
+        .ok(&["get", "ts", "ssa", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"])
+        .await;
     assert_eq!(managers, "kubectl");
     // Another manager's field conflicts until forced.
     let other = ssa.replace("weight: 10", "weight: 20");
     let err = k.fails(&["apply", "--server-side", "--field-manager=other", "-f", "-"], Some(&other)).await;
     assert!(err.contains("conflict"), "{err}");
-    k.ok_with(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], Some(&other), &[]).await;
+    k.ok_with(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], Some(&other), &[])
+        .await;
     assert_eq!(k.ok(&["get", "ts", "ssa", "-o", &weight(1)]).await, "20");
 
     let out = k.ok(&["delete", "ts", "web", "ssa"]).await;
@@ -190,7 +214,11 @@ async fn wait_for_a_condition_and_watch_a_later_update() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let line = tokio::time::timeout_at(deadline, lines.next_line()).await.expect("watch shows the update").unwrap().unwrap();
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("watch shows the update")
+            .unwrap()
+            .unwrap();
         if line.contains("web-v1=90%") {
             assert!(line.contains("True"), "{line}");
             break;

@@ -18,6 +18,8 @@ enum Command {
     Proxy(Box<shifter_proxy::Args>),
     /// Run the controller: watch TrafficSplits and Services and program proxies over gRPC.
     Controller(Box<shifter_controller::runtime::Args>),
+    /// Run the embedded Kubernetes-compatible API server (prints the kubeconfig path to use).
+    Apiserver(Box<shifter_apiserver::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds => print!("{}", shifter_crds::crds_yaml()),
         Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,
         Command::Controller(args) => shifter_controller::runtime::run_blocking(*args)?,
+        Command::Apiserver(args) => shifter_apiserver::run_blocking(*args)?,
     }
     Ok(())
 }
