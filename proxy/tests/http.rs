@@ -209,3 +209,48 @@ async fn shutdown_drains_in_flight_requests() {
     assert_eq!(in_flight.await.unwrap().0, 200);
     assert!(TcpStream::connect(gw).await.is_err(), "listener closed after drain");
 }
+
+#[tokio::test]
+async fn slow_backend_gets_504_with_reason() {
+    let slow = http_backend_with("web-v1", 200, Duration::from_secs(3)).await;
+    let settings = shifter_proxy::Settings { request_timeout: Duration::from_millis(200), ..test_settings() };
+    let cfg = shifter_proxy::StaticConfig { snapshots: vec![split(1, &[("web-v1", 1, &[slow.addr])])] };
+    let proxy = start_proxy(shifter_proxy::ConfigSource::Static(cfg), settings).await;
+    let (status, _, error) = get(&http1_client(), proxy.gateway_addrs()[0], "/", &[]).await;
+    assert_eq!((status, error.as_str()), (504, "response timeout"));
+    let (_, text) = admin_get(proxy.admin_addr().unwrap(), "/metrics").await;
+    let timeouts = [("dst_service", "web-v1"), ("classification", "failure"), ("status_code", "504")];
+    assert_eq!(metric(&text, "response_total", &timeouts), 1);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed() {
+    let v1 = http_backend("web-v1").await;
+    let settings = shifter_proxy::Settings { max_connections: 2, ..test_settings() };
+    let cfg = shifter_proxy::StaticConfig { snapshots: vec![split(1, &[("web-v1", 1, &[v1.addr])])] };
+    let proxy = start_proxy(shifter_proxy::ConfigSource::Static(cfg), settings).await;
+    let gw = proxy.gateway_addrs()[0];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(gw).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        held.push(c);
+    }
+    let mut extra = TcpStream::connect(gw).await.unwrap();
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n").await;
+    let mut reply = Vec::new();
+    let _ = extra.read_to_end(&mut reply).await;
+    assert!(reply.is_empty(), "extra connection was served: {}", String::from_utf8_lossy(&reply));
+    let (_, text) = admin_get(proxy.admin_addr().unwrap(), "/metrics").await;
+    assert_eq!(metric(&text, "proxy_connections_rejected_total", &[]), 1);
+    // Finishing a held request frees its slot for new connections.
+    drop(held);
+    eventually("a slot frees up", || async {
+        let mut c = TcpStream::connect(gw).await.unwrap();
+        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n").await;
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply).await;
+        reply.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+}
