@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
@@ -73,6 +73,17 @@ pub struct Event {
     pub kind: EventType,
     pub key: Key,
     pub object: Arc<Value>,
+    /// The object before this change (None for creations), so a watch with a selector can tell
+    /// an object entering or leaving its selection.
+    pub prev: Option<Arc<Value>>,
+    /// `object` serialised once, shared by every watcher that sends it unchanged.
+    pub encoded: Arc<OnceLock<String>>,
+}
+
+impl Event {
+    pub fn encoded(&self) -> &str {
+        self.encoded.get_or_init(|| self.object.to_string())
+    }
 }
 
 /// Why the store could not be opened.
@@ -210,6 +221,10 @@ impl Store {
         let mut seen: BTreeMap<Key, bool> = BTreeMap::new();
         for (key, object) in staged {
             let existed = *seen.entry(key.clone()).or_insert_with(|| state.objects.contains_key(&key));
+            let prev = existed
+                .then(|| events.iter().rev().find(|e: &&Event| e.key == key).map(|e| e.object.clone()))
+                .flatten()
+                .or_else(|| existed.then(|| state.objects.get(&key).cloned()).flatten());
             let (kind, mut obj) = match object {
                 Some(obj) => (if existed { EventType::Modified } else { EventType::Added }, obj),
                 None if existed => {
@@ -231,7 +246,7 @@ impl Store {
                     meta.insert("resourceVersion".into(), json!(rv.to_string()));
                 }
             }
-            events.push(Event { rv, kind, key, object: Arc::new(obj) });
+            events.push(Event { rv, kind, key, object: Arc::new(obj), prev, encoded: Arc::default() });
         }
         if dry_run || events.is_empty() {
             return Ok((out, events));
@@ -276,6 +291,8 @@ impl Store {
                         kind: EventType::Added,
                         key: k.clone(),
                         object: v.clone(),
+                        prev: None,
+                        encoded: Arc::default(),
                     })
                 })
                 .collect(),

@@ -2,7 +2,6 @@
 //! from the current state), filtered by namespace and selectors, with periodic BOOKMARKs, an
 //! ERROR event carrying 410 Expired when the requested history is gone, and a timeout.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +12,9 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::resources::ResourceInfo;
+use crate::resources::{Conversion, ResourceInfo};
 use crate::selectors::Selector;
-use crate::store::{Event, EventType, Key};
+use crate::store::{Event, EventType};
 use crate::table::{self, Include};
 
 /// What one watch asks for.
@@ -70,7 +69,6 @@ pub fn start(app: Arc<App>, req: WatchRequest) -> mpsc::Receiver<Bytes> {
 struct Watcher<'a> {
     req: &'a WatchRequest,
     tx: &'a mpsc::Sender<Bytes>,
-    matched: HashSet<Key>,
     last_rv: u64,
 }
 
@@ -97,31 +95,32 @@ impl Watcher<'_> {
             return Ok(true);
         }
         self.last_rv = self.last_rv.max(e.rv);
-        let kind = if self.req.selector.is_empty() {
+        let selector = &self.req.selector;
+        let kind = if selector.is_empty() {
             e.kind
         } else {
-            let matches = self.req.selector.matches(&e.object);
-            let was = self.matched.contains(&e.key);
-            match (e.kind, matches) {
-                (EventType::Deleted, _) if was || matches => {
-                    self.matched.remove(&e.key);
-                    EventType::Deleted
-                }
-                (EventType::Deleted, _) => return Ok(true),
-                (kind, true) => {
-                    self.matched.insert(e.key.clone());
-                    if kind == EventType::Modified && was { EventType::Modified } else { EventType::Added }
-                }
+            let now = selector.matches(&e.object);
+            let before = e.prev.as_ref().is_some_and(|p| selector.matches(p));
+            match (e.kind, before, now) {
+                (EventType::Deleted, b, n) if b || n => EventType::Deleted,
+                (EventType::Added, _, true) => EventType::Added,
+                (EventType::Modified, true, true) => EventType::Modified,
+                (EventType::Modified, false, true) => EventType::Added,
                 // No longer selected: to this watcher it is gone.
-                (_, false) if was => {
-                    self.matched.remove(&e.key);
-                    EventType::Deleted
-                }
-                (_, false) => return Ok(true),
+                (EventType::Modified, true, false) => EventType::Deleted,
+                _ => return Ok(true),
             }
         };
-        let object = self.encode(&e.object)?;
-        Ok(self.tx.send(line(kind.as_str(), object)).await.is_ok())
+        let same_version = self.req.res.conversion != Conversion::EventsV1
+            && e.object.get("apiVersion").and_then(Value::as_str)
+                == Some(self.req.res.api_version(&self.req.version).as_str());
+        let line = if same_version && self.req.table.is_none() {
+            // The common case: every watcher shares one serialisation of the object.
+            Bytes::from(format!("{{\"type\":\"{}\",\"object\":{}}}\n", kind.as_str(), e.encoded()))
+        } else {
+            line(kind.as_str(), self.encode(&e.object)?)
+        };
+        Ok(self.tx.send(line).await.is_ok())
     }
 
     async fn bookmark(&self, initial_end: bool) -> bool {
@@ -136,16 +135,8 @@ impl Watcher<'_> {
 
 async fn run(app: Arc<App>, req: WatchRequest, tx: &mpsc::Sender<Bytes>) -> Result<(), ApiError> {
     let (backlog, mut rx, current) = app.store.subscribe(&req.res.store_key(), req.from)?;
-    let mut w = Watcher { req: &req, tx, matched: HashSet::new(), last_rv: req.from.unwrap_or(current) };
-    if req.from.is_some() && !req.selector.is_empty() {
-        // Objects selected now are the ones the client knows from its list.
-        let (objects, _) = app.store.list(&req.res.store_key(), req.namespace.as_deref());
-        for o in objects.iter().filter(|o| req.selector.matches(o)) {
-            let m = |k: &str| o.pointer(&format!("/metadata/{k}")).and_then(Value::as_str).unwrap_or("").to_string();
-            w.matched.insert(Key::new(req.res.store_key(), m("namespace"), m("name")));
-        }
-    }
     drop(app);
+    let mut w = Watcher { req: &req, tx, last_rv: req.from.unwrap_or(current) };
     for e in &backlog {
         if !w.send(e).await? {
             return Ok(());

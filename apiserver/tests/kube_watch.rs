@@ -197,3 +197,30 @@ async fn a_kube_runtime_controller_reconciles_a_custom_resource() {
     wait_for(10, 2).await;
     handle.abort();
 }
+
+#[tokio::test]
+async fn a_label_selected_watch_sees_objects_enter_and_leave_the_selection() {
+    let t = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client().await, "default");
+    let start = api.create(&PostParams::default(), &cm("other", "1")).await.unwrap().resource_version().unwrap();
+    let wp = WatchParams::default().labels("tier=front");
+    let mut stream = api.watch(&wp, &start).await.unwrap().boxed();
+    api.create(&PostParams::default(), &cm("x", "1")).await.unwrap();
+    let label = |v: Option<&str>| json!({"metadata": {"labels": {"tier": v}}});
+    api.patch("x", &PatchParams::default(), &Patch::Merge(label(Some("front")))).await.unwrap();
+    api.patch("x", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "2"}}))).await.unwrap();
+    api.patch("x", &PatchParams::default(), &Patch::Merge(label(None))).await.unwrap();
+    api.patch("other", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "2"}}))).await.unwrap();
+    api.patch("x", &PatchParams::default(), &Patch::Merge(label(Some("front")))).await.unwrap();
+    api.delete("x", &Default::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(match next_event(&mut stream).await {
+            WatchEvent::Added(c) => format!("ADDED {}", c.name_any()),
+            WatchEvent::Modified(c) => format!("MODIFIED {}", c.name_any()),
+            WatchEvent::Deleted(c) => format!("DELETED {}", c.name_any()),
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(seen, ["ADDED x", "MODIFIED x", "DELETED x", "ADDED x", "DELETED x"]);
+}
