@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
@@ -95,13 +95,41 @@ pub enum StoreError {
     Read(String),
 }
 
-struct State {
-    db: Database,
-    objects: BTreeMap<Key, Arc<Value>>,
+/// A change that is decided but not yet durable.
+struct Pending {
     rv: u64,
+    object: Option<Arc<Value>>,
+}
+
+struct State {
+    db: Arc<Database>,
+    /// Durable objects: what reads and watches see.
+    objects: BTreeMap<Key, Arc<Value>>,
+    /// Decided changes waiting for the next commit: what later writes build on.
+    pending: BTreeMap<Key, Pending>,
+    /// Last durable resourceVersion.
+    rv: u64,
+    /// Last assigned resourceVersion (durable or pending).
+    assigned: u64,
+    /// Events of the pending changes, in resourceVersion order.
+    batch: Vec<Event>,
+    /// A writer is committing a batch right now.
+    committing: bool,
+    /// A commit failed: memory may be ahead of disk, so no further writes are accepted.
+    failed: Option<String>,
     history: VecDeque<Arc<Event>>,
     /// Watches must start at or after this resourceVersion; older ones get 410 Gone.
     floor: u64,
+}
+
+impl State {
+    /// The latest decided state of `key`, pending or durable.
+    fn current(&self, key: &Key) -> Option<Arc<Value>> {
+        match self.pending.get(key) {
+            Some(p) => p.object.clone(),
+            None => self.objects.get(key).cloned(),
+        }
+    }
 }
 
 /// A watch's start: the backlog to send first, the live feed, and the resourceVersion the backlog
@@ -110,12 +138,14 @@ pub type Subscription = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
 
 pub struct Store {
     state: Mutex<State>,
+    durable: Condvar,
     fanout: broadcast::Sender<Arc<Event>>,
 }
 
-/// A write in progress: reads see the changes staged so far.
+/// A write in progress: reads see every decided change (durable or about to be) and the changes
+/// staged so far.
 pub struct Txn<'a> {
-    objects: &'a BTreeMap<Key, Arc<Value>>,
+    state: &'a State,
     staged: Vec<(Key, Option<Value>)>,
 }
 
@@ -124,17 +154,32 @@ impl Txn<'_> {
         if let Some((_, v)) = self.staged.iter().rev().find(|(k, _)| k == key) {
             return v.clone();
         }
-        self.objects.get(key).map(|v| (**v).clone())
+        self.state.current(key).map(|v| (*v).clone())
     }
 
-    /// Every object of `resource` (in `namespace` when given), committed state only.
+    /// Every object of `resource` (in `namespace` when given), before this write's own changes.
     pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<(Key, Arc<Value>)> {
-        range(self.objects, resource, namespace).map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.find_arc(|k, _| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
     }
 
-    /// Committed objects whose key satisfies `pred`, across every resource.
+    /// Objects satisfying `pred`, across every resource, before this write's own changes.
     pub fn find(&self, pred: impl Fn(&Key, &Value) -> bool) -> Vec<(Key, Value)> {
-        self.objects.iter().filter(|(k, v)| pred(k, v)).map(|(k, v)| (k.clone(), (**v).clone())).collect()
+        self.find_arc(pred).into_iter().map(|(k, v)| (k, (*v).clone())).collect()
+    }
+
+    fn find_arc(&self, pred: impl Fn(&Key, &Value) -> bool) -> Vec<(Key, Arc<Value>)> {
+        let mut found: BTreeMap<Key, Arc<Value>> = BTreeMap::new();
+        for (k, v) in &self.state.objects {
+            if !self.state.pending.contains_key(k) && pred(k, v) {
+                found.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, p) in &self.state.pending {
+            if let Some(v) = p.object.as_ref().filter(|v| pred(k, v)) {
+                found.insert(k.clone(), v.clone());
+            }
+        }
+        found.into_iter().collect()
     }
 
     pub fn put(&mut self, key: Key, object: Value) {
@@ -184,7 +229,19 @@ impl Store {
         }
         drop(r);
         let (fanout, _) = broadcast::channel(FANOUT_BUFFER);
-        Ok(Store { state: Mutex::new(State { db, objects, rv, history: VecDeque::new(), floor: rv }), fanout })
+        let state = State {
+            db: Arc::new(db),
+            objects,
+            pending: BTreeMap::new(),
+            rv,
+            assigned: rv,
+            batch: Vec::new(),
+            committing: false,
+            failed: None,
+            history: VecDeque::new(),
+            floor: rv,
+        };
+        Ok(Store { state: Mutex::new(state), durable: Condvar::new(), fanout })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -207,39 +264,37 @@ impl Store {
 
     /// Runs `f` against the current state and durably commits what it staged (unless `dry_run`).
     /// Returns `f`'s result and the committed events, in staging order.
+    ///
+    /// Concurrent writes share commits (group commit): each write decides its changes under the
+    /// lock, then the first writer to find no commit in progress writes every decided change in
+    /// one transaction while the others wait for it. A write returns only once its changes are
+    /// durable; reads and watches never see a change before that.
     pub fn write<R>(
         &self,
         dry_run: bool,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, ApiError>,
     ) -> Result<(R, Vec<Event>), ApiError> {
         let mut state = self.lock();
-        let mut txn = Txn { objects: &state.objects, staged: Vec::new() };
+        if let Some(why) = &state.failed {
+            return Err(ApiError::Internal(format!("storage failed earlier ({why}); restart the server")));
+        }
+        let mut txn = Txn { state: &state, staged: Vec::new() };
         let out = f(&mut txn)?;
         let staged = txn.staged;
-        let mut events = Vec::new();
-        let mut rv = state.rv;
-        let mut seen: BTreeMap<Key, bool> = BTreeMap::new();
+        let mut events: Vec<Event> = Vec::new();
+        let mut rv = state.assigned;
         for (key, object) in staged {
-            let existed = *seen.entry(key.clone()).or_insert_with(|| state.objects.contains_key(&key));
-            let prev = existed
-                .then(|| events.iter().rev().find(|e: &&Event| e.key == key).map(|e| e.object.clone()))
-                .flatten()
-                .or_else(|| existed.then(|| state.objects.get(&key).cloned()).flatten());
-            let (kind, mut obj) = match object {
-                Some(obj) => (if existed { EventType::Modified } else { EventType::Added }, obj),
-                None if existed => {
-                    let last = events
-                        .iter()
-                        .rev()
-                        .find(|e: &&Event| e.key == key)
-                        .map(|e| (*e.object).clone())
-                        .or_else(|| state.objects.get(&key).map(|v| (**v).clone()))
-                        .unwrap_or(Value::Null);
-                    (EventType::Deleted, last)
-                }
-                None => continue,
+            let prev = match events.iter().rev().find(|e| e.key == key) {
+                Some(e) if e.kind == EventType::Deleted => None,
+                Some(e) => Some(e.object.clone()),
+                None => state.current(&key),
             };
-            seen.insert(key.clone(), kind != EventType::Deleted);
+            let (kind, mut obj) = match (object, &prev) {
+                (Some(obj), Some(_)) => (EventType::Modified, obj),
+                (Some(obj), None) => (EventType::Added, obj),
+                (None, Some(last)) => (EventType::Deleted, (**last).clone()),
+                (None, None) => continue,
+            };
             if !dry_run {
                 rv += 1;
                 if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -251,14 +306,51 @@ impl Store {
         if dry_run || events.is_empty() {
             return Ok((out, events));
         }
-        commit(&state.db, &events, rv).map_err(|e| ApiError::Internal(format!("storage commit failed: {e}")))?;
-        state.rv = rv;
-        for event in &events {
+        state.assigned = rv;
+        for e in &events {
+            let object = (e.kind != EventType::Deleted).then(|| e.object.clone());
+            state.pending.insert(e.key.clone(), Pending { rv: e.rv, object });
+        }
+        state.batch.extend(events.iter().cloned());
+        loop {
+            if state.rv >= rv {
+                return Ok((out, events));
+            }
+            if let Some(why) = &state.failed {
+                return Err(ApiError::Internal(format!("storage commit failed: {why}")));
+            }
+            if state.committing {
+                state = self.durable.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.committing = true;
+            let batch = std::mem::take(&mut state.batch);
+            let last = batch.last().map(|e| e.rv).unwrap_or(state.rv);
+            let db = state.db.clone();
+            drop(state);
+            let result = commit(&db, &batch, last);
+            state = self.lock();
+            state.committing = false;
+            match result {
+                Ok(()) => self.publish(&mut state, batch, last),
+                Err(e) => state.failed = Some(e),
+            }
+            self.durable.notify_all();
+        }
+    }
+
+    /// Makes a committed batch visible: to reads, to the watch history and to live watches.
+    fn publish(&self, state: &mut State, batch: Vec<Event>, last: u64) {
+        state.rv = last;
+        for event in batch {
+            if state.pending.get(&event.key).is_some_and(|p| p.rv == event.rv) {
+                state.pending.remove(&event.key);
+            }
             match event.kind {
                 EventType::Deleted => state.objects.remove(&event.key),
                 _ => state.objects.insert(event.key.clone(), event.object.clone()),
             };
-            let event = Arc::new(event.clone());
+            let event = Arc::new(event);
             state.history.push_back(event.clone());
             // No receivers is fine: nobody is watching.
             let _ = self.fanout.send(event);
@@ -268,7 +360,6 @@ impl Store {
                 state.floor = old.rv;
             }
         }
-        Ok((out, events))
     }
 
     /// Starts a watch. With `from = Some(rv)` the backlog is every event after `rv` (or 410 Gone if
@@ -390,5 +481,36 @@ mod tests {
         let (backlog, _rx, rv) = store.subscribe("/configmaps", Some(1)).unwrap();
         assert_eq!(rv, 4);
         assert_eq!(backlog.iter().map(|e| e.rv).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_keep_versions_dense() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..50 {
+                            let name = format!("t{t}-{i}");
+                            put(&store, Key::new("/configmaps", "x", &name), obj(&name));
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(store.current_rv(), 400);
+        }
+        let store = Store::open(&path).unwrap();
+        let (items, rv) = store.list("/configmaps", None);
+        assert_eq!((items.len(), rv), (400, 400));
+        let mut rvs: Vec<u64> =
+            items.iter().map(|o| o["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
+        rvs.sort();
+        assert_eq!(rvs, (1..=400).collect::<Vec<_>>());
     }
 }
