@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod serve;
+
 /// Traffic shifting and automated canaries for Kubernetes.
 #[derive(Parser)]
 #[command(name = "shifter", version, about)]
@@ -20,6 +22,8 @@ enum Command {
     Controller(Box<shifter_controller::runtime::Args>),
     /// Run the embedded Kubernetes-compatible API server (prints the kubeconfig path to use).
     Apiserver(Box<shifter_apiserver::Args>),
+    /// Run the embedded API server and the controller in one process (one machine, no cluster).
+    Serve(Box<serve::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,
         Command::Controller(args) => shifter_controller::runtime::run_blocking(*args)?,
         Command::Apiserver(args) => shifter_apiserver::run_blocking(*args)?,
+        Command::Serve(args) => serve::run_blocking(*args)?,
     }
     Ok(())
 }

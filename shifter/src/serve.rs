@@ -1,0 +1,99 @@
+//! `shifter serve`: the embedded API server and the controller in one process, for one machine
+//! (VMs, laptops, CI). Proxies on this or other hosts connect to its gRPC port; kubectl uses the
+//! kubeconfig it prints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use shifter_apiserver::{ApiServer, Config};
+use shifter_controller::runtime::{Controller, client_from};
+
+/// Run the embedded API server and the controller together.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Where the API server's database, credentials and kubeconfig live.
+    #[arg(long, env = "SHIFTER_DATA_DIR", default_value = ".shifter")]
+    pub data_dir: PathBuf,
+    /// Kubernetes API address (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub api_listen: SocketAddr,
+    /// Address proxies connect to (gRPC over TLS with a bearer token).
+    #[arg(long, default_value = "127.0.0.1:8086")]
+    pub grpc_listen: SocketAddr,
+    /// Controller /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9990")]
+    pub admin_listen: SocketAddr,
+}
+
+/// Everything `serve` started, for `demo` and tests to build on.
+pub struct Served {
+    pub api: ApiServer,
+    pub controller: Controller,
+}
+
+/// Starts the API server, installs shifter's CRDs, and starts the controller against it.
+pub async fn start(args: &Args) -> anyhow::Result<Served> {
+    let mut config = Config::new(args.data_dir.join("apiserver"));
+    config.listen = args.api_listen;
+    let api = ApiServer::start(config).await.context("starting the embedded API server")?;
+    let kubeconfig = api.kubeconfig_path().to_path_buf();
+    let client = client_from(Some(&kubeconfig)).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in shifter_crds::all_crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("shifter-serve").force(), &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("installing CRD {name}"))?;
+    }
+    let controller_args = shifter_controller::runtime::Args {
+        kubeconfig: Some(kubeconfig),
+        grpc_listen: args.grpc_listen,
+        admin_listen: args.admin_listen,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
+        token_file: None,
+        state_dir: args.data_dir.join("controller"),
+        lease_namespace: "default".into(),
+        identity: Some(format!("serve-{}", hostname())),
+        advertise: None,
+    };
+    let controller = Controller::start(controller_args, client).await?;
+    Ok(Served { api, controller })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let served = start(&args).await?;
+    let c = &served.controller;
+    println!("shifter is serving");
+    println!("  kubeconfig:  {}", served.api.kubeconfig_path().display());
+    println!("  try:         kubectl --kubeconfig {} get ts,canary -A", served.api.kubeconfig_path().display());
+    println!(
+        "  proxies:     shifter proxy --controller https://localhost:{} --controller-ca {} --controller-token-file {} --gateway 127.0.0.1:8080=web.default.svc.cluster.local:80",
+        c.grpc_addr.port(),
+        c.ca_path.display(),
+        c.token_path.display()
+    );
+    println!("  metrics:     http://{}/metrics", c.admin_addr);
+    shifter_controller::runtime::shutdown_signal().await;
+    served.controller.shutdown().await;
+    served.api.shutdown().await;
+    Ok(())
+}
+
+/// [`run`] with logging on a multi-threaded runtime.
+pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+}
