@@ -1,0 +1,322 @@
+//! The analyzer the canary controller calls every tick. It owns the sequential evidence of one
+//! rollout, which is small and serialisable so a restarted controller resumes where it stopped.
+
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+
+use crate::config::{AnalyzerConfig, Judge, MIN_BASELINE_REQUESTS};
+use crate::counts::{BackendCounts, LATENCY_BUCKETS, WindowCounts, thousands};
+use crate::eprocess::RiskRatioEProcess;
+use crate::error::{ConfigError, ProviderError};
+use crate::judge::{self, Comparison};
+use crate::provider::{MetricsProvider, render_template};
+use crate::verdict::{MetricVerdict, Verdict, VerdictResult};
+
+/// Per-metric evidence carried from tick to tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum MetricState {
+    Failures {
+        process: RiskRatioEProcess,
+    },
+    Latency {
+        /// Bucket indices of the exceedance thresholds; empty until chosen.
+        thresholds: Vec<usize>,
+        processes: Vec<RiskRatioEProcess>,
+        /// Stable latency counts gathered to choose thresholds; emptied once they are chosen.
+        baseline: Vec<u64>,
+    },
+    /// Absolute judges look at one window at a time and keep nothing.
+    Window,
+}
+
+/// Everything a rollout's analysis needs to resume after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyzerState {
+    pub started_at: i64,
+    /// Data before this unix second has been judged.
+    pub judged_until: i64,
+    pub step_started_at: i64,
+    /// Canary requests judged in the current step.
+    pub step_canary_requests: u64,
+    /// Whether stable's latency before the rollout has been looked up.
+    pub baseline_checked: bool,
+    pub metrics: Vec<MetricState>,
+}
+
+/// Judges one rollout, tick by tick.
+#[derive(Debug, Clone)]
+pub struct Analyzer {
+    config: AnalyzerConfig,
+    state: AnalyzerState,
+}
+
+impl Analyzer {
+    /// A new rollout whose canary starts receiving traffic at `started_at` (unix seconds).
+    pub fn new(config: AnalyzerConfig, started_at: i64) -> Self {
+        let metrics = config
+            .metrics
+            .iter()
+            .map(|m| match &m.judge {
+                Judge::ComparativeFailures { .. } => MetricState::Failures { process: RiskRatioEProcess::new() },
+                Judge::ComparativeLatency { .. } => {
+                    MetricState::Latency { thresholds: Vec::new(), processes: Vec::new(), baseline: Vec::new() }
+                }
+                _ => MetricState::Window,
+            })
+            .collect();
+        let state = AnalyzerState {
+            started_at,
+            judged_until: started_at,
+            step_started_at: started_at,
+            step_canary_requests: 0,
+            baseline_checked: false,
+            metrics,
+        };
+        Analyzer { config, state }
+    }
+
+    /// Resumes from a state saved by [`Analyzer::state`] under the same configuration.
+    pub fn resume(config: AnalyzerConfig, state: AnalyzerState) -> Result<Self, ConfigError> {
+        let fresh = Analyzer::new(config, state.started_at);
+        let same_shape = fresh.state.metrics.len() == state.metrics.len()
+            && fresh
+                .state
+                .metrics
+                .iter()
+                .zip(&state.metrics)
+                .all(|(a, b)| std::mem::discriminant(a) == std::mem::discriminant(b));
+        if !same_shape {
+            return Err(ConfigError::invalid(
+                "spec.analysis.metrics",
+                "changed during the rollout; the saved analysis state no longer fits it",
+            ));
+        }
+        Ok(Analyzer { config: fresh.config, state })
+    }
+
+    pub fn config(&self) -> &AnalyzerConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> &AnalyzerState {
+        &self.state
+    }
+
+    /// Call when the canary weight changes at `now`. The evidence carries over (each window's own
+    /// share accounts for the weight); step volume and duration start again, and a window that
+    /// would straddle the change is dropped so every judged window has one share.
+    pub fn reset_for_step(&mut self, now_unix_s: i64) {
+        self.state.step_started_at = now_unix_s;
+        self.state.step_canary_requests = 0;
+        self.state.judged_until = self.state.judged_until.max(now_unix_s);
+    }
+
+    /// Stable's latency before the rollout, used to choose exceedance thresholds up front.
+    pub fn observe_baseline(&mut self, stable: &BackendCounts) {
+        for (metric, state) in self.config.metrics.iter().zip(self.state.metrics.iter_mut()) {
+            if let (
+                Judge::ComparativeLatency { quantiles, .. },
+                MetricState::Latency { thresholds, processes, baseline },
+            ) = (&metric.judge, state)
+                && thresholds.is_empty()
+            {
+                add_into(baseline, &stable.latency_counts);
+                choose_thresholds(quantiles, thresholds, processes, baseline);
+            }
+        }
+        self.state.baseline_checked = true;
+    }
+
+    /// Fetches the window since the last tick from `provider` and judges it. `now_unix_s` should
+    /// be the end of complete data (the controller subtracts its telemetry flush delay).
+    pub async fn tick<P: MetricsProvider>(&mut self, provider: &P, now_unix_s: i64) -> Verdict {
+        let names = self.config.metric_names();
+        let (from, to) = (self.state.judged_until, now_unix_s);
+        let min_window = provider.min_window_s().max(1);
+        if to - from < min_window {
+            let reason = format!("waiting for a full window: {}s of {min_window}s", (to - from).max(0));
+            return Verdict::uniform(&names, VerdictResult::Inconclusive, &reason, from, to);
+        }
+        let target = self.config.target.clone();
+        if !self.state.baseline_checked && self.needs_baseline() {
+            let lookback = self.config.baseline_lookback_s;
+            let start = self.state.started_at;
+            match provider.counts(&target, &target.stable, start - lookback, start).await {
+                Ok(stable) => self.observe_baseline(&stable),
+                Err(error) => {
+                    debug!(%error, "no stable latency before the rollout; thresholds come from the first windows");
+                    self.state.baseline_checked = true;
+                }
+            }
+        }
+        let canary = provider.counts(&target, &target.canary, from, to).await;
+        let stable = provider.counts(&target, &target.stable, from, to).await;
+        let window = match (canary, stable) {
+            (Ok(canary), Ok(stable)) => WindowCounts { canary, stable },
+            (Err(e), _) | (_, Err(e)) => {
+                let result = if e.is_missing_data() { VerdictResult::Inconclusive } else { VerdictResult::Error };
+                if result == VerdictResult::Inconclusive {
+                    // Nothing there to judge; move on rather than asking again.
+                    self.state.judged_until = to;
+                }
+                let reason = format!("{} / {}: {e}", target.canary, target.stable);
+                return Verdict::uniform(&names, result, &reason, from, to);
+            }
+        };
+        let mut custom = Vec::new();
+        for metric in &self.config.metrics {
+            if let Judge::CustomRange { query, .. } = &metric.judge {
+                let query = render_template(query, &target, to - from);
+                custom.push(provider.custom(&query, &target, from, to).await);
+            }
+        }
+        self.observe(from, to, &window, custom)
+    }
+
+    fn needs_baseline(&self) -> bool {
+        self.state.metrics.iter().any(|m| matches!(m, MetricState::Latency { thresholds, .. } if thresholds.is_empty()))
+    }
+
+    /// Judges one window `[from, to)` of counts (and custom query values, in the order of the
+    /// custom metrics). The sequential evidence keeps everything seen so far.
+    pub fn observe(
+        &mut self,
+        from: i64,
+        to: i64,
+        window: &WindowCounts,
+        custom: Vec<Result<f64, ProviderError>>,
+    ) -> Verdict {
+        self.state.judged_until = self.state.judged_until.max(to);
+        let warming = from < self.state.step_started_at + self.config.warmup_s;
+        let (c, s) = (&window.canary, &window.stable);
+        if !warming {
+            self.state.step_canary_requests += c.requests;
+            for (metric, state) in self.config.metrics.iter().zip(self.state.metrics.iter_mut()) {
+                match (state, &metric.judge) {
+                    (MetricState::Failures { process }, _) => {
+                        process.observe(c.requests, c.failures, s.requests, s.failures)
+                    }
+                    (
+                        MetricState::Latency { thresholds, processes, baseline },
+                        Judge::ComparativeLatency { quantiles, .. },
+                    ) => {
+                        if thresholds.is_empty() {
+                            add_into(baseline, &s.latency_counts);
+                            choose_thresholds(quantiles, thresholds, processes, baseline);
+                        } else {
+                            for (t, p) in thresholds.iter().zip(processes.iter_mut()) {
+                                p.observe(c.timed(), c.slower_than(*t), s.timed(), s.slower_than(*t));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut custom = custom.into_iter();
+        let per_metric = self
+            .config
+            .metrics
+            .iter()
+            .zip(&self.state.metrics)
+            .enumerate()
+            .map(|(index, (metric, state))| {
+                let alpha = self.config.alpha_for(index);
+                let name = metric.name.as_str();
+                let verdict = match (&metric.judge, state) {
+                    (Judge::CustomRange { min, max, .. }, _) => {
+                        let value = custom.next().unwrap_or_else(|| {
+                            Err(ProviderError::Unsupported("no value was fetched for this custom query".into()))
+                        });
+                        judge::custom_range(name, &value, *min, *max)
+                    }
+                    _ if warming => MetricVerdict::new(
+                        name,
+                        VerdictResult::Inconclusive,
+                        format!("warming up: windows before {}s into the step are ignored", self.config.warmup_s),
+                    ),
+                    (Judge::ComparativeFailures { tolerance }, MetricState::Failures { process }) => {
+                        judge::failures(name, process, self.comparison(alpha, *tolerance))
+                    }
+                    (
+                        Judge::ComparativeLatency { tolerance, .. },
+                        MetricState::Latency { thresholds, processes, baseline },
+                    ) => {
+                        let seen = baseline.iter().sum();
+                        let c = self.comparison(alpha, *tolerance);
+                        judge::latency(name, thresholds, processes, seen, MIN_BASELINE_REQUESTS, c)
+                    }
+                    (Judge::MinSuccessRate { min_percent }, _) => judge::min_success_rate(name, c, *min_percent),
+                    (Judge::MaxLatency { quantile, max_ms }, _) => judge::max_latency(name, c, *quantile, *max_ms),
+                    _ => MetricVerdict::new(name, VerdictResult::Error, "analysis state does not fit this metric"),
+                };
+                self.gate_promotion(verdict, to)
+            })
+            .collect();
+        let verdict = Verdict::combine(per_metric, from, to);
+        debug!(result = ?verdict.result, reason = %verdict.reason, from, to, "analysis tick");
+        verdict
+    }
+
+    fn comparison(&self, alpha: f64, tolerance: f64) -> Comparison {
+        Comparison { alpha, tolerance, margin: self.config.promotion_margin }
+    }
+
+    /// A Pass also needs the step's minimum canary volume and duration.
+    fn gate_promotion(&self, verdict: MetricVerdict, to: i64) -> MetricVerdict {
+        if verdict.result != VerdictResult::Pass {
+            return verdict;
+        }
+        let requests = self.state.step_canary_requests;
+        let elapsed = to - self.state.step_started_at;
+        if requests >= self.config.min_requests && elapsed >= self.config.min_duration_s {
+            return verdict;
+        }
+        MetricVerdict {
+            result: VerdictResult::Inconclusive,
+            reason: format!(
+                "{}; but the step has {} of {} canary requests and {}s of {}s",
+                verdict.reason,
+                thousands(requests),
+                thousands(self.config.min_requests),
+                elapsed.max(0),
+                self.config.min_duration_s
+            ),
+            ..verdict
+        }
+    }
+}
+
+fn add_into(into: &mut Vec<u64>, from: &[u64]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+/// Picks exceedance thresholds once the baseline holds enough stable requests: for each quantile,
+/// the smallest bucket bound at or above it (quantiles in `+Inf` use the last finite bound).
+fn choose_thresholds(
+    quantiles: &[f64],
+    thresholds: &mut Vec<usize>,
+    processes: &mut Vec<RiskRatioEProcess>,
+    baseline: &mut Vec<u64>,
+) {
+    let counts = BackendCounts { latency_counts: baseline.clone(), ..Default::default() };
+    if counts.timed() < MIN_BASELINE_REQUESTS {
+        return;
+    }
+    for q in quantiles {
+        let t = counts.bucket_at_quantile(*q).unwrap_or(LATENCY_BUCKETS - 2);
+        if !thresholds.contains(&t) {
+            thresholds.push(t);
+        }
+    }
+    thresholds.sort_unstable();
+    *processes = thresholds.iter().map(|_| RiskRatioEProcess::new()).collect();
+    baseline.clear();
+}

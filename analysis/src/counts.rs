@@ -1,0 +1,169 @@
+//! Request, failure and latency counts for one backend over one window, the unit every provider
+//! returns and every judge reads.
+
+use serde::{Deserialize, Serialize};
+use shifter_proto::LATENCY_BOUNDS_MS;
+
+/// Number of latency buckets: [`LATENCY_BOUNDS_MS`] then `+Inf`.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+/// Counts for one backend over a half-open window `[from, to)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendCounts {
+    pub requests: u64,
+    pub failures: u64,
+    /// Per-bucket (not cumulative) latency counts: [`LATENCY_BOUNDS_MS`] then `+Inf`. May be empty
+    /// when nothing was recorded, or shorter than [`LATENCY_BUCKETS`]; missing buckets count zero.
+    pub latency_counts: Vec<u64>,
+}
+
+impl BackendCounts {
+    pub fn new(requests: u64, failures: u64) -> Self {
+        BackendCounts { requests, failures, latency_counts: Vec::new() }
+    }
+
+    /// Adds another window's counts to these.
+    pub fn add(&mut self, other: &BackendCounts) {
+        self.requests += other.requests;
+        self.failures += other.failures;
+        if self.latency_counts.len() < other.latency_counts.len() {
+            self.latency_counts.resize(other.latency_counts.len(), 0);
+        }
+        for (a, b) in self.latency_counts.iter_mut().zip(&other.latency_counts) {
+            *a += b;
+        }
+    }
+
+    /// Requests with a recorded latency.
+    pub fn timed(&self) -> u64 {
+        self.latency_counts.iter().sum()
+    }
+
+    /// Requests slower than the upper bound of bucket `bucket` (i.e. in later buckets).
+    pub fn slower_than(&self, bucket: usize) -> u64 {
+        self.latency_counts.iter().skip(bucket + 1).sum()
+    }
+
+    /// The `q`-quantile in milliseconds, interpolated linearly inside its bucket the way
+    /// Prometheus' `histogram_quantile` does. `None` without timed requests. A quantile in the
+    /// `+Inf` bucket reports the last finite bound (a lower bound on the true value).
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.timed();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &c) in self.latency_counts.iter().enumerate() {
+            if c > 0 && (below + c) as f64 >= rank {
+                let Some(&upper) = LATENCY_BOUNDS_MS.get(i) else {
+                    return Some(LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1]);
+                };
+                let lower = if i == 0 { 0.0 } else { LATENCY_BOUNDS_MS[i - 1] };
+                let within = (rank - below as f64) / c as f64;
+                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+            }
+            below += c;
+        }
+        Some(LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1])
+    }
+
+    /// The index of the smallest bucket bound at or above the `q`-quantile of these counts: the
+    /// exceedance threshold "slower than the stable p`q`". `None` without timed requests or when
+    /// the quantile lies in `+Inf`.
+    pub fn bucket_at_quantile(&self, q: f64) -> Option<usize> {
+        let total = self.timed();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut cumulative = 0u64;
+        for (i, &c) in self.latency_counts.iter().enumerate() {
+            cumulative += c;
+            if cumulative as f64 >= rank {
+                return (i < LATENCY_BOUNDS_MS.len()).then_some(i);
+            }
+        }
+        None
+    }
+}
+
+/// One judged window: the canary's and the stable version's counts over the same span.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    pub canary: BackendCounts,
+    pub stable: BackendCounts,
+}
+
+/// Formats a count with thousands separators: `23100` → `23,100`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Formats a fraction as a percentage with enough digits to tell small rates apart.
+pub fn percent(fraction: f64) -> String {
+    let p = fraction * 100.0;
+    if p == 0.0 || p >= 10.0 {
+        format!("{p:.1}%")
+    } else if p >= 0.1 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.3}%")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(pairs: &[(usize, u64)]) -> BackendCounts {
+        let mut c = BackendCounts { latency_counts: vec![0; LATENCY_BUCKETS], ..Default::default() };
+        for &(i, n) in pairs {
+            c.latency_counts[i] = n;
+            c.requests += n;
+        }
+        c
+    }
+
+    #[test]
+    fn quantile_interpolates_inside_the_bucket_like_prometheus() {
+        // 100 requests in (10, 20] ms: the median is halfway, p99 near the top.
+        let c = hist(&[(6, 100)]);
+        assert_eq!(c.latency_quantile_ms(0.5), Some(15.0));
+        assert!((c.latency_quantile_ms(0.99).unwrap() - 19.9).abs() < 1e-9);
+        assert_eq!(BackendCounts::default().latency_quantile_ms(0.5), None);
+        // Everything beyond the last bound reports that bound.
+        assert_eq!(hist(&[(25, 3)]).latency_quantile_ms(0.5), Some(50000.0));
+    }
+
+    #[test]
+    fn thresholds_are_bucket_bounds_at_or_above_the_quantile() {
+        // 90 fast (≤ 10 ms), 9 at ≤ 100 ms, 1 at ≤ 500 ms.
+        let c = hist(&[(5, 90), (10, 9), (14, 1)]);
+        assert_eq!(c.bucket_at_quantile(0.5), Some(5));
+        assert_eq!(c.bucket_at_quantile(0.9), Some(5));
+        assert_eq!(c.bucket_at_quantile(0.95), Some(10));
+        assert_eq!(c.bucket_at_quantile(0.999), Some(14));
+        assert_eq!(c.slower_than(5), 10);
+        assert_eq!(c.slower_than(10), 1);
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(23100), "23,100");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_240_000), "1,240,000");
+        assert_eq!(percent(0.041), "4.10%");
+        assert_eq!(percent(0.002), "0.20%");
+        assert_eq!(percent(0.0005), "0.050%");
+        assert_eq!(percent(0.0), "0.0%");
+    }
+}

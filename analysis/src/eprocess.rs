@@ -1,0 +1,284 @@
+//! The anytime-valid sequential test behind comparative verdicts (see `ANALYSIS.md`).
+//!
+//! For window k with canary share of requests `s = n_c / (n_c + n_b)`, each of the window's
+//! `E = e_c + e_b` events (failures, or requests slower than a latency threshold) belongs to the
+//! canary with probability `π(r) = r·s / (r·s + 1 − s)` when the canary's event probability is `r`
+//! times the stable version's. [`RiskRatioEProcess`] keeps the log-likelihood of every window seen
+//! so far on a fixed log-spaced grid of `r`, which is all it needs to answer, at any time:
+//!
+//! - the **harm evidence** against "the canary is no worse" (`r ≤ 1`): an equal-weight mixture of
+//!   likelihood ratios over alternatives above 1. Under the null each ratio is a non-negative
+//!   supermartingale, so by Ville's inequality the evidence ever reaching `1/α` — checked every
+//!   tick, for the whole rollout — has probability at most `α`;
+//! - a **confidence sequence** on `r`, by inverting the same kind of test at every grid point.
+//!
+//! Shares are per window, so weight steps need no special handling, and an incident that hits
+//! both versions raises `e_b` with `e_c` and leaves the evidence where it was.
+//!
+//! [`rate_upper_bound`] is the time-uniform (Robbins mixture) confidence bound on one version's
+//! event probability alone, which is what low-volume promotion can honestly show.
+
+use serde::{Deserialize, Serialize};
+use statrs::function::beta::ln_beta;
+
+/// Grid points per doubling of `r`.
+pub const GRID_STEPS_PER_DOUBLING: i32 = 4;
+/// Smallest grid exponent: `r = 2^(GRID_MIN / 4) = 1/16`.
+pub const GRID_MIN: i32 = -16;
+/// Largest grid exponent: `r = 2^(GRID_MAX / 4) = 64`.
+pub const GRID_MAX: i32 = 24;
+/// Alternatives of the harm test for failures, as grid offsets above the null: `r` ≈ 2.8, 4, 5.7,
+/// 8, 11. Equal weights. A regression that fails requests usually multiplies failures several
+/// times, and few points keep the mixture's price low where it matters most — a handful of canary
+/// failures at low volume. Smaller harms are still caught (they raise every term), only later.
+pub const FAILURE_ALTERNATIVES: [i32; 5] = [6, 8, 10, 12, 14];
+/// Alternatives of the harm test for latency exceedances: `r` ≈ 1.19, 1.41, 1.68, 2, 2.8, 4.
+/// Slower versions usually shift many requests a little, so exceedance ratios are modest.
+pub const LATENCY_ALTERNATIVES: [i32; 6] = [1, 2, 3, 4, 6, 8];
+/// Alternatives of the "not worse than r0" test, as grid offsets below the null: `r0` divided by
+/// 1.19, 1.41, 1.68, 2, 2.8, 4, 8. Equal weights.
+pub const SAFETY_ALTERNATIVES: [i32; 7] = [1, 2, 3, 4, 6, 8, 12];
+
+/// The grid value of `r` at exponent index `k`.
+pub fn grid_ratio(k: i32) -> f64 {
+    2f64.powf(k as f64 / GRID_STEPS_PER_DOUBLING as f64)
+}
+
+/// Sequential evidence on the risk ratio of canary to stable events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RiskRatioEProcess {
+    /// `ℓ(r_k) − ℓ(1)` for `k` in `GRID_MIN..=GRID_MAX`, summed over windows.
+    log_lr: Vec<f64>,
+    pub canary_requests: u64,
+    pub canary_events: u64,
+    pub stable_requests: u64,
+    pub stable_events: u64,
+    /// Windows that carried information (both versions had requests and somebody had an event).
+    pub informative_windows: u64,
+}
+
+impl Default for RiskRatioEProcess {
+    fn default() -> Self {
+        RiskRatioEProcess {
+            log_lr: vec![0.0; (GRID_MAX - GRID_MIN + 1) as usize],
+            canary_requests: 0,
+            canary_events: 0,
+            stable_requests: 0,
+            stable_events: 0,
+            informative_windows: 0,
+        }
+    }
+}
+
+impl RiskRatioEProcess {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one window. Windows where either version had no requests say nothing about `r`
+    /// (the share is 0 or 1) and only update the totals.
+    pub fn observe(&mut self, canary_requests: u64, canary_events: u64, stable_requests: u64, stable_events: u64) {
+        let e_c = canary_events.min(canary_requests);
+        let e_b = stable_events.min(stable_requests);
+        self.canary_requests += canary_requests;
+        self.canary_events += e_c;
+        self.stable_requests += stable_requests;
+        self.stable_events += e_b;
+        if canary_requests == 0 || stable_requests == 0 || e_c + e_b == 0 {
+            return;
+        }
+        self.informative_windows += 1;
+        let s = canary_requests as f64 / (canary_requests + stable_requests) as f64;
+        for (i, l) in self.log_lr.iter_mut().enumerate() {
+            *l += window_log_lr(grid_ratio(GRID_MIN + i as i32), s, e_c, e_b);
+        }
+    }
+
+    /// `ln L(r_k) − ln L(1)` at grid exponent `k`; `None` off the grid.
+    pub fn log_lr(&self, k: i32) -> Option<f64> {
+        if (GRID_MIN..=GRID_MAX).contains(&k) { Some(self.log_lr[(k - GRID_MIN) as usize]) } else { None }
+    }
+
+    /// Evidence against `r ≤ r_k`: the mean likelihood ratio over `alternatives` (grid offsets)
+    /// above `r_k`. Alternatives past the grid's end count as zero, which keeps it an e-process.
+    pub fn harm_evidence_at(&self, k: i32, alternatives: &[i32]) -> f64 {
+        let Some(null) = self.log_lr(k) else { return 0.0 };
+        let sum: f64 = alternatives.iter().filter_map(|d| self.log_lr(k + d)).map(|l| (l - null).exp()).sum();
+        sum / alternatives.len().max(1) as f64
+    }
+
+    /// Evidence against "the canary is no worse than stable" (`r ≤ 1`).
+    pub fn harm_evidence(&self, alternatives: &[i32]) -> f64 {
+        self.harm_evidence_at(0, alternatives)
+    }
+
+    /// Evidence against `r ≥ r_k`: the mean likelihood ratio over [`SAFETY_ALTERNATIVES`] below.
+    pub fn safety_evidence_at(&self, k: i32) -> f64 {
+        let Some(null) = self.log_lr(k) else { return 0.0 };
+        let sum: f64 = SAFETY_ALTERNATIVES.iter().filter_map(|d| self.log_lr(k - d)).map(|l| (l - null).exp()).sum();
+        sum / SAFETY_ALTERNATIVES.len() as f64
+    }
+
+    /// Upper end of the `1 − α` confidence sequence on `r`: every grid value at or above it has
+    /// been rejected as "the canary is at least this much worse". `None` while it is unbounded.
+    pub fn upper_bound(&self, alpha: f64) -> Option<f64> {
+        let threshold = 1.0 / alpha;
+        let mut bound = None;
+        for k in (GRID_MIN..=GRID_MAX).rev() {
+            if self.safety_evidence_at(k) >= threshold {
+                bound = Some(grid_ratio(k));
+            } else {
+                break;
+            }
+        }
+        bound
+    }
+
+    /// Lower end of the `1 − α` confidence sequence on `r`: every grid value at or below it has
+    /// been rejected as "the canary is at most this much worse". `None` while nothing is rejected.
+    pub fn lower_bound(&self, alpha: f64, alternatives: &[i32]) -> Option<f64> {
+        let threshold = 1.0 / alpha;
+        let mut bound = None;
+        for k in GRID_MIN..=GRID_MAX {
+            if self.harm_evidence_at(k, alternatives) >= threshold {
+                bound = Some(grid_ratio(k));
+            } else {
+                break;
+            }
+        }
+        bound
+    }
+
+    /// The observed event rates (canary, stable), `None` for a version without requests.
+    pub fn rates(&self) -> (Option<f64>, Option<f64>) {
+        let rate = |e: u64, n: u64| (n > 0).then(|| e as f64 / n as f64);
+        (rate(self.canary_events, self.canary_requests), rate(self.stable_events, self.stable_requests))
+    }
+}
+
+/// `ln` of one window's likelihood ratio for risk ratio `r` against `r = 1`:
+/// `e_c·ln(π/s) + e_b·ln((1−π)/(1−s))`.
+pub fn window_log_lr(r: f64, s: f64, e_c: u64, e_b: u64) -> f64 {
+    let pi = r * s / (r * s + 1.0 - s);
+    let mut l = 0.0;
+    if e_c > 0 {
+        l += e_c as f64 * (pi / s).ln();
+    }
+    if e_b > 0 {
+        l += e_b as f64 * ((1.0 - pi) / (1.0 - s)).ln();
+    }
+    l
+}
+
+/// The closed-form Bayes factor of a Beta(`a`, `b`) mixture over the canary's share of events
+/// against the share `s` (constant across windows): `B(a + e_c, b + e_b) / B(a, b) / (s^e_c (1−s)^e_b)`,
+/// returned as its logarithm. A cross-check on the grid mixture, and a valid e-value itself.
+pub fn ln_beta_mixture_bayes_factor(e_c: u64, e_b: u64, s: f64, a: f64, b: f64) -> f64 {
+    let (x, y) = (e_c as f64, e_b as f64);
+    ln_beta(a + x, b + y) - ln_beta(a, b) - x * s.ln() - y * (1.0 - s).ln()
+}
+
+/// Prior of the mixture behind [`rate_upper_bound`]: Jeffreys' Beta(½, ½).
+const RATE_PRIOR: (f64, f64) = (0.5, 0.5);
+
+/// `ln` of the Beta-mixture e-value against "the event probability is `p`", after `events` of
+/// `trials`.
+pub fn ln_rate_evidence(events: u64, trials: u64, p: f64) -> f64 {
+    let (a, b) = RATE_PRIOR;
+    let x = events.min(trials) as f64;
+    let n = trials as f64;
+    let mut l = ln_beta(a + x, b + n - x) - ln_beta(a, b);
+    if x > 0.0 {
+        l -= x * p.ln();
+    }
+    if n > x {
+        l -= (n - x) * (1.0 - p).ln();
+    }
+    l
+}
+
+/// Time-uniform upper confidence bound on an event probability after `events` of `trials`:
+/// the largest `p` the Beta-mixture e-value has not rejected at level `alpha`. Holds at every
+/// tick simultaneously, so it may be checked as often as wanted. `1.0` without trials.
+pub fn rate_upper_bound(events: u64, trials: u64, alpha: f64) -> f64 {
+    if trials == 0 {
+        return 1.0;
+    }
+    let target = (1.0 / alpha).ln();
+    let mle = events.min(trials) as f64 / trials as f64;
+    let (mut lo, mut hi): (f64, f64) = (mle, 1.0 - 1e-15);
+    if ln_rate_evidence(events, trials, hi) < target {
+        return 1.0;
+    }
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if ln_rate_evidence(events, trials, mid) >= target {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+        if hi - lo < 1e-12 {
+            break;
+        }
+    }
+    hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_events_or_one_sided_windows_carry_no_evidence() {
+        let mut e = RiskRatioEProcess::new();
+        e.observe(100, 0, 1900, 0);
+        e.observe(0, 0, 1000, 5);
+        e.observe(50, 3, 0, 0);
+        assert_eq!(e.harm_evidence(&FAILURE_ALTERNATIVES), 1.0);
+        assert_eq!(e.informative_windows, 0);
+        assert_eq!(e.upper_bound(0.01), None);
+        assert_eq!(e.lower_bound(0.01, &FAILURE_ALTERNATIVES), None);
+    }
+
+    #[test]
+    fn a_shared_incident_does_not_blame_the_canary() {
+        // 5% share; an incident fails 30% of both versions' requests.
+        let mut e = RiskRatioEProcess::new();
+        for _ in 0..30 {
+            e.observe(50, 15, 950, 285);
+        }
+        assert!(e.harm_evidence(&FAILURE_ALTERNATIVES) < 1.0, "{}", e.harm_evidence(&FAILURE_ALTERNATIVES));
+    }
+
+    #[test]
+    fn a_much_worse_canary_is_caught_and_bounded_below() {
+        let mut e = RiskRatioEProcess::new();
+        for _ in 0..10 {
+            e.observe(50, 5, 950, 1);
+        }
+        assert!(e.harm_evidence(&FAILURE_ALTERNATIVES) > 1e6);
+        let lower = e.lower_bound(0.01, &FAILURE_ALTERNATIVES).unwrap();
+        assert!(lower > 10.0, "{lower}");
+    }
+
+    #[test]
+    fn an_equal_canary_with_much_data_is_bounded_above() {
+        let mut e = RiskRatioEProcess::new();
+        for _ in 0..200 {
+            e.observe(500, 50, 500, 50);
+        }
+        let upper = e.upper_bound(0.01).unwrap();
+        assert!(upper > 1.0 && upper < 1.2, "{upper}");
+        assert!(e.harm_evidence(&FAILURE_ALTERNATIVES) < 1.0);
+    }
+
+    #[test]
+    fn rate_bound_shrinks_with_clean_traffic() {
+        assert_eq!(rate_upper_bound(0, 0, 0.01), 1.0);
+        let few = rate_upper_bound(0, 200, 0.005);
+        let many = rate_upper_bound(0, 20_000, 0.005);
+        assert!(many < few && few < 0.05, "{few} {many}");
+        assert!(rate_upper_bound(10, 1000, 0.01) > 0.01);
+    }
+}

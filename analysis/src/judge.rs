@@ -1,0 +1,215 @@
+//! Judges: turn the evidence accumulated so far (comparative) or one window's counts (absolute)
+//! into a metric verdict with its reason.
+
+use shifter_proto::LATENCY_BOUNDS_MS;
+
+use crate::counts::{BackendCounts, percent, thousands};
+use crate::eprocess::{FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, RiskRatioEProcess, rate_upper_bound};
+use crate::error::ProviderError;
+use crate::verdict::{MetricVerdict, VerdictResult};
+
+/// The level a comparative metric is judged at and the promotion tolerances.
+#[derive(Debug, Clone, Copy)]
+pub struct Comparison {
+    /// α for this metric (already divided among metrics).
+    pub alpha: f64,
+    /// Risk ratio tolerated for promotion.
+    pub tolerance: f64,
+    /// Absolute excess rate tolerated for promotion.
+    pub margin: f64,
+}
+
+/// Whether one event process shows harm, safety, or neither yet.
+enum Finding {
+    Harm { evidence: f64 },
+    Safe { how: String },
+    Open { evidence: f64, how: String },
+}
+
+fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, split: f64) -> Finding {
+    let evidence = process.harm_evidence(alternatives);
+    if evidence >= 1.0 / c.alpha {
+        return Finding::Harm { evidence };
+    }
+    // The two ways to show safety each get half of the level.
+    let a = c.alpha / split / 2.0;
+    let ratio_bound = process.upper_bound(a);
+    if let Some(u) = ratio_bound
+        && u <= c.tolerance
+    {
+        return Finding::Safe { how: format!("risk ratio ≤ {u:.2} ≤ tolerance {}", c.tolerance) };
+    }
+    let rate_bound = rate_upper_bound(process.canary_events, process.canary_requests, a);
+    if let (_, Some(stable)) = process.rates()
+        && process.canary_requests > 0
+        && rate_bound <= stable + c.margin
+    {
+        return Finding::Safe {
+            how: format!(
+                "canary rate ≤ {} ≤ stable {} + margin {}",
+                percent(rate_bound),
+                percent(stable),
+                percent(c.margin)
+            ),
+        };
+    }
+    let ratio = ratio_bound.map_or("unbounded".to_string(), |u| format!("≤ {u:.2}"));
+    Finding::Open { evidence, how: format!("risk ratio {ratio}, canary rate ≤ {}", percent(rate_bound)) }
+}
+
+fn rates_sentence(process: &RiskRatioEProcess, what: &str) -> String {
+    let (c, s) = process.rates();
+    format!(
+        "canary {} {what} vs stable {} over {} vs {} requests",
+        c.map_or("-".into(), percent),
+        s.map_or("-".into(), percent),
+        thousands(process.canary_requests),
+        thousands(process.stable_requests),
+    )
+}
+
+fn evidence_text(evidence: f64) -> String {
+    if evidence >= 1e6 { format!("{evidence:.2e}") } else { format!("{evidence:.1}") }
+}
+
+/// Comparative success rate: failures as the events.
+pub fn failures(name: &str, process: &RiskRatioEProcess, c: Comparison) -> MetricVerdict {
+    if process.canary_requests == 0 {
+        return MetricVerdict::new(name, VerdictResult::Inconclusive, "no canary requests yet");
+    }
+    let rates = rates_sentence(process, "failures");
+    let threshold = 1.0 / c.alpha;
+    let mut v = match examine(process, &FAILURE_ALTERNATIVES, c, 1.0) {
+        Finding::Harm { evidence } => {
+            let mut reason = format!("{rates}; evidence {} ≥ {}", evidence_text(evidence), evidence_text(threshold));
+            if let Some(l) = process.lower_bound(c.alpha, &FAILURE_ALTERNATIVES) {
+                reason.push_str(&format!(" (canary fails ≥ {l:.1}× as often)"));
+            }
+            MetricVerdict { evidence: Some(evidence), ..MetricVerdict::new(name, VerdictResult::Fail, reason) }
+        }
+        Finding::Safe { how } => MetricVerdict::new(name, VerdictResult::Pass, format!("{rates}; {how}")),
+        Finding::Open { evidence, how } => MetricVerdict::new(
+            name,
+            VerdictResult::Inconclusive,
+            format!("{rates}; evidence {} < {}; not yet shown safe: {how}", evidence_text(evidence), threshold),
+        ),
+    };
+    v.evidence = Some(process.harm_evidence(&FAILURE_ALTERNATIVES));
+    v
+}
+
+/// Comparative latency: one event process per threshold (bucket index), evidence averaged.
+pub fn latency(
+    name: &str,
+    thresholds: &[usize],
+    processes: &[RiskRatioEProcess],
+    baseline_seen: u64,
+    baseline_needed: u64,
+    c: Comparison,
+) -> MetricVerdict {
+    if thresholds.is_empty() {
+        return MetricVerdict::new(
+            name,
+            VerdictResult::Inconclusive,
+            format!(
+                "choosing latency thresholds from stable: {} of {} timed stable requests seen",
+                thousands(baseline_seen),
+                thousands(baseline_needed)
+            ),
+        );
+    }
+    if processes.iter().all(|p| p.canary_requests == 0) {
+        return MetricVerdict::new(name, VerdictResult::Inconclusive, "no timed canary requests yet");
+    }
+    let describe =
+        |i: usize| rates_sentence(&processes[i], &format!("slower than {} ms", LATENCY_BOUNDS_MS[thresholds[i]]));
+    let harm = |p: &RiskRatioEProcess| p.harm_evidence(&LATENCY_ALTERNATIVES);
+    let evidence = processes.iter().map(harm).sum::<f64>() / processes.len() as f64;
+    let threshold = 1.0 / c.alpha;
+    if evidence >= threshold {
+        let worst =
+            (0..processes.len()).max_by(|a, b| harm(&processes[*a]).total_cmp(&harm(&processes[*b]))).unwrap_or(0);
+        let reason =
+            format!("{}; evidence {} ≥ {}", describe(worst), evidence_text(evidence), evidence_text(threshold));
+        return MetricVerdict { evidence: Some(evidence), ..MetricVerdict::new(name, VerdictResult::Fail, reason) };
+    }
+    // Each threshold must be shown safe; their levels share α. A single threshold's own evidence
+    // may pass 1/α while the average does not: that is not yet harm, and not safety either.
+    let mut open = Vec::new();
+    let mut safe = Vec::new();
+    for i in 0..processes.len() {
+        match examine(&processes[i], &LATENCY_ALTERNATIVES, c, processes.len() as f64) {
+            Finding::Safe { how } => safe.push(format!("{} ({how})", describe(i))),
+            Finding::Open { how, .. } => open.push(format!("{}: {how}", describe(i))),
+            Finding::Harm { .. } => open.push(describe(i)),
+        }
+    }
+    let verdict = if open.is_empty() {
+        MetricVerdict::new(name, VerdictResult::Pass, safe.join("; "))
+    } else {
+        MetricVerdict::new(
+            name,
+            VerdictResult::Inconclusive,
+            format!("evidence {} < {}; not yet shown safe: {}", evidence_text(evidence), threshold, open.join("; ")),
+        )
+    };
+    MetricVerdict { evidence: Some(evidence), ..verdict }
+}
+
+/// Absolute success-rate floor over one window.
+pub fn min_success_rate(name: &str, window: &BackendCounts, min_percent: f64) -> MetricVerdict {
+    if window.requests == 0 {
+        return MetricVerdict::new(name, VerdictResult::Inconclusive, "no canary requests in this window");
+    }
+    let rate = 1.0 - window.failures.min(window.requests) as f64 / window.requests as f64;
+    let reason = format!("canary success rate {} over {} requests", percent(rate), thousands(window.requests));
+    if rate * 100.0 < min_percent {
+        MetricVerdict::new(name, VerdictResult::Fail, format!("{reason} < {min_percent}%"))
+    } else {
+        MetricVerdict::new(name, VerdictResult::Pass, format!("{reason} ≥ {min_percent}%"))
+    }
+}
+
+/// Absolute latency ceiling on one window's quantile.
+pub fn max_latency(name: &str, window: &BackendCounts, quantile: f64, max_ms: f64) -> MetricVerdict {
+    let Some(value) = window.latency_quantile_ms(quantile) else {
+        return MetricVerdict::new(name, VerdictResult::Inconclusive, "no timed canary requests in this window");
+    };
+    let reason = format!("canary p{} {value:.0} ms over {} requests", quantile * 100.0, thousands(window.timed()));
+    if value > max_ms {
+        MetricVerdict::new(name, VerdictResult::Fail, format!("{reason} > {max_ms} ms"))
+    } else {
+        MetricVerdict::new(name, VerdictResult::Pass, format!("{reason} ≤ {max_ms} ms"))
+    }
+}
+
+/// A custom query's value against its range.
+pub fn custom_range(
+    name: &str,
+    value: &Result<f64, ProviderError>,
+    min: Option<f64>,
+    max: Option<f64>,
+) -> MetricVerdict {
+    match value {
+        Err(e) if e.is_missing_data() => MetricVerdict::new(name, VerdictResult::Inconclusive, e.to_string()),
+        Err(e) => MetricVerdict::new(name, VerdictResult::Error, e.to_string()),
+        Ok(v) => {
+            if let Some(lo) = min
+                && *v < lo
+            {
+                return MetricVerdict::new(name, VerdictResult::Fail, format!("value {v} < min {lo}"));
+            }
+            if let Some(hi) = max
+                && *v > hi
+            {
+                return MetricVerdict::new(name, VerdictResult::Fail, format!("value {v} > max {hi}"));
+            }
+            let range = format!(
+                "[{}, {}]",
+                min.map_or("-∞".into(), |m| m.to_string()),
+                max.map_or("∞".into(), |m| m.to_string())
+            );
+            MetricVerdict::new(name, VerdictResult::Pass, format!("value {v} within {range}"))
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! PromQL over Prometheus' HTTP API. Built-in queries read the proxies' Linkerd-compatible metrics
+//! (`response_total`, `response_latency_ms_bucket`), so the same queries serve a Linkerd mesh.
+//!
+//! A window `[from, to)` becomes `increase(...[<to − from>s])` evaluated at `to`. Prometheus needs
+//! several scrapes inside a range to say anything, so windows shorter than
+//! [`PrometheusConfig::min_window_s`] are not queried.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use shifter_proto::LATENCY_BOUNDS_MS;
+use tracing::debug;
+
+use crate::config::Target;
+use crate::counts::{BackendCounts, LATENCY_BUCKETS};
+use crate::error::{ConfigError, ProviderError};
+use crate::provider::MetricsProvider;
+
+/// How to reach Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    pub address: String,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Attempts per query (connection failures, timeouts and 5xx are retried; 4xx are not).
+    pub attempts: u32,
+    /// Pause before the second attempt, doubled after each further failure.
+    pub backoff: Duration,
+    /// Shortest window queried: at least four scrape intervals (default 60 s for 15 s scrapes).
+    pub min_window_s: i64,
+}
+
+impl PrometheusConfig {
+    pub fn new(address: impl Into<String>) -> Self {
+        PrometheusConfig {
+            address: address.into().trim_end_matches('/').to_string(),
+            timeout: Duration::from_secs(5),
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+            min_window_s: 60,
+        }
+    }
+}
+
+/// Reads counts and custom values from Prometheus.
+pub struct PrometheusProvider {
+    config: PrometheusConfig,
+    client: reqwest::Client,
+}
+
+/// One sample of an instant query result: its labels and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct ApiSample {
+    #[serde(default)]
+    metric: std::collections::BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+impl PrometheusProvider {
+    pub fn new(config: PrometheusConfig) -> Result<Self, ProviderError> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| ProviderError::Malformed(format!("cannot build an HTTP client: {e}")))?;
+        Ok(PrometheusProvider { config, client })
+    }
+
+    /// From a Canary's `spec.analysis.provider` (type `prometheus`, `address` required).
+    pub fn from_spec(provider: &shifter_crds::canary::Provider) -> Result<Self, ConfigError> {
+        let address = provider.address.as_deref().unwrap_or("").trim();
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "spec.analysis.provider.address",
+                format!("{address:?} must be an http:// or https:// URL, e.g. http://prometheus:9090"),
+            ));
+        }
+        PrometheusProvider::new(PrometheusConfig::new(address))
+            .map_err(|e| ConfigError::invalid("spec.analysis.provider", e.to_string()))
+    }
+
+    pub fn config(&self) -> &PrometheusConfig {
+        &self.config
+    }
+
+    /// Runs an instant query at `at_unix_s`, retrying transient failures.
+    pub async fn query(&self, promql: &str, at_unix_s: i64) -> Result<Vec<Sample>, ProviderError> {
+        let url = format!("{}/api/v1/query", self.config.address);
+        let attempts = self.config.attempts.max(1);
+        let mut backoff = self.config.backoff;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            match self.query_once(&url, promql, at_unix_s, attempts).await {
+                Ok(samples) => return Ok(samples),
+                Err(Retry::No(e)) => return Err(e),
+                Err(Retry::Yes(e)) => {
+                    debug!(error = %e, attempt, query = promql, "prometheus query failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ProviderError::Malformed("no attempt was made".into())))
+    }
+
+    async fn query_once(&self, url: &str, promql: &str, at: i64, attempts: u32) -> Result<Vec<Sample>, Retry> {
+        let address = self.config.address.clone();
+        let sent = self.client.get(url).query(&[("query", promql), ("time", &at.to_string())]).send().await;
+        let response = sent.map_err(|e| {
+            Retry::Yes(if e.is_timeout() {
+                ProviderError::Timeout {
+                    address: address.clone(),
+                    timeout_ms: self.config.timeout.as_millis() as u64,
+                    attempts,
+                }
+            } else {
+                ProviderError::Unreachable { address: address.clone(), attempts, detail: error_chain(&e) }
+            })
+        })?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| {
+            Retry::Yes(ProviderError::Unreachable { address: address.clone(), attempts, detail: error_chain(&e) })
+        })?;
+        let parsed: Result<ApiResponse, _> = serde_json::from_str(&body);
+        match parsed {
+            Ok(api) if api.status == "error" => Err(Retry::No(ProviderError::Query {
+                error_type: api.error_type.unwrap_or_default(),
+                error: api.error.unwrap_or_default(),
+                query: promql.to_string(),
+            })),
+            Ok(api) if status.is_success() => parse_result(api.data).map_err(Retry::No),
+            _ => {
+                let e = ProviderError::Status { address, status: status.as_u16(), body: truncate(&body, 200) };
+                Err(if status.is_server_error() { Retry::Yes(e) } else { Retry::No(e) })
+            }
+        }
+    }
+
+    /// The selector of one backend's traffic through the apex service.
+    fn selector(target: &Target, backend: &str) -> String {
+        format!(
+            "direction=\"outbound\",dst_namespace=\"{}\",dst_service=\"{}\",authority=~\"{}(\\\\..*)?(:[0-9]+)?\"",
+            escape(&target.namespace),
+            escape(backend),
+            escape(&regex_quote(&target.service)),
+        )
+    }
+}
+
+enum Retry {
+    Yes(ProviderError),
+    No(ProviderError),
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn regex_quote(v: &str) -> String {
+    v.chars().fold(String::new(), |mut out, c| {
+        if ".+*?()|[]{}^$\\".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}
+
+fn parse_value(raw: &str) -> Result<f64, ProviderError> {
+    match raw {
+        "NaN" => Ok(f64::NAN),
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        other => other.parse().map_err(|_| ProviderError::Malformed(format!("sample value {other:?} is not a number"))),
+    }
+}
+
+fn parse_result(data: Option<ApiData>) -> Result<Vec<Sample>, ProviderError> {
+    let data = data.ok_or_else(|| ProviderError::Malformed("answer without data".into()))?;
+    match data.result_type.as_str() {
+        "vector" => {
+            let samples: Vec<ApiSample> = serde_json::from_value(data.result)
+                .map_err(|e| ProviderError::Malformed(format!("vector result: {e}")))?;
+            samples
+                .into_iter()
+                .map(|s| Ok(Sample { labels: s.metric.into_iter().collect(), value: parse_value(&s.value.1)? }))
+                .collect()
+        }
+        "scalar" => {
+            let (_, raw): (f64, String) = serde_json::from_value(data.result)
+                .map_err(|e| ProviderError::Malformed(format!("scalar result: {e}")))?;
+            Ok(vec![Sample { labels: Vec::new(), value: parse_value(&raw)? }])
+        }
+        other => Err(ProviderError::Malformed(format!(
+            "result type {other}; use an instant vector or scalar query (no range selector at the top)"
+        ))),
+    }
+}
+
+/// Counts from an `increase()`: extrapolated, so round to whole requests.
+fn count(value: f64, query: &str) -> Result<u64, ProviderError> {
+    if value.is_nan() {
+        return Err(ProviderError::NotANumber { query: query.to_string() });
+    }
+    Ok(value.max(0.0).round() as u64)
+}
+
+/// Per-bucket counts from cumulative `le` samples.
+fn buckets_from_cumulative(samples: &[Sample], query: &str) -> Result<Vec<u64>, ProviderError> {
+    let mut cumulative = vec![None; LATENCY_BUCKETS];
+    for s in samples {
+        let Some(le) = s.label("le") else { continue };
+        let bound = parse_value(le)?;
+        let index = if bound.is_infinite() {
+            Some(LATENCY_BUCKETS - 1)
+        } else {
+            LATENCY_BOUNDS_MS.iter().position(|b| (b - bound).abs() < 1e-9)
+        };
+        if let Some(i) = index {
+            cumulative[i] = Some(count(s.value, query)?);
+        }
+    }
+    let mut out = vec![0u64; LATENCY_BUCKETS];
+    let mut below = 0u64;
+    for (i, c) in cumulative.iter().enumerate() {
+        // A bucket missing from the answer holds nothing beyond the one below it.
+        let c = c.unwrap_or(below).max(below);
+        out[i] = c - below;
+        below = c;
+    }
+    Ok(out)
+}
+
+impl MetricsProvider for PrometheusProvider {
+    async fn counts(
+        &self,
+        target: &Target,
+        backend: &str,
+        from_unix_s: i64,
+        to_unix_s: i64,
+    ) -> Result<BackendCounts, ProviderError> {
+        let range = (to_unix_s - from_unix_s).max(1);
+        let selector = Self::selector(target, backend);
+        let responses = format!("sum by (classification) (increase(response_total{{{selector}}}[{range}s]))");
+        let samples = self.query(&responses, to_unix_s).await?;
+        if samples.is_empty() {
+            return Err(ProviderError::EmptyResult { query: responses });
+        }
+        let mut counts = BackendCounts::default();
+        for s in &samples {
+            let n = count(s.value, &responses)?;
+            counts.requests += n;
+            if s.label("classification") == Some("failure") {
+                counts.failures += n;
+            }
+        }
+        let latency = format!("sum by (le) (increase(response_latency_ms_bucket{{{selector}}}[{range}s]))");
+        let samples = self.query(&latency, to_unix_s).await?;
+        if !samples.is_empty() {
+            counts.latency_counts = buckets_from_cumulative(&samples, &latency)?;
+        }
+        Ok(counts)
+    }
+
+    async fn custom(&self, query: &str, _target: &Target, _from: i64, to_unix_s: i64) -> Result<f64, ProviderError> {
+        let samples = self.query(query, to_unix_s).await?;
+        match samples.as_slice() {
+            [] => Err(ProviderError::EmptyResult { query: query.to_string() }),
+            [one] if one.value.is_nan() => Err(ProviderError::NotANumber { query: query.to_string() }),
+            [one] => Ok(one.value),
+            many => Err(ProviderError::Malformed(format!(
+                "query returned {} series; a custom metric must return one number (wrap it in sum()): {query}",
+                many.len()
+            ))),
+        }
+    }
+
+    fn min_window_s(&self) -> i64 {
+        self.config.min_window_s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_matches_the_apex_authority_with_or_without_domain_and_port() {
+        let t = Target {
+            namespace: "shop".into(),
+            service: "web".into(),
+            stable: "web-v1".into(),
+            canary: "web-v2".into(),
+        };
+        assert_eq!(
+            PrometheusProvider::selector(&t, "web-v2"),
+            r#"direction="outbound",dst_namespace="shop",dst_service="web-v2",authority=~"web(\\..*)?(:[0-9]+)?""#
+        );
+    }
+
+    #[test]
+    fn cumulative_buckets_become_per_bucket_counts() {
+        let s = |le: &str, v: f64| Sample { labels: vec![("le".into(), le.into())], value: v };
+        let samples = vec![s("+Inf", 10.0), s("1", 2.0), s("10", 7.4), s("5", 3.0), s("50000", 10.0)];
+        let b = buckets_from_cumulative(&samples, "q").unwrap();
+        assert_eq!(b[0], 2);
+        assert_eq!(b[4], 1);
+        assert_eq!(b[5], 4);
+        assert_eq!(b.iter().sum::<u64>(), 10);
+        assert!(matches!(buckets_from_cumulative(&[s("1", f64::NAN)], "q"), Err(ProviderError::NotANumber { .. })));
+    }
+
+    #[test]
+    fn result_types_parse_and_nan_is_kept() {
+        let data = ApiData { result_type: "scalar".into(), result: serde_json::json!([1.0, "NaN"]) };
+        assert!(parse_result(Some(data)).unwrap()[0].value.is_nan());
+        let data = ApiData { result_type: "matrix".into(), result: serde_json::json!([]) };
+        assert!(matches!(parse_result(Some(data)), Err(ProviderError::Malformed(_))));
+    }
+}
