@@ -97,6 +97,14 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(HeaderMap, B
 /// Decodes a JSON or YAML body into an object.
 fn decode(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    if ct.contains("protobuf") {
+        return crate::proto::decode(bytes);
+    }
+    if ct.contains("cbor") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
+        )));
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("the request body is empty: send a JSON or YAML object".into()));
     }

@@ -19,6 +19,7 @@ pub mod fields;
 pub mod http;
 pub mod openapi;
 pub mod patch;
+pub mod proto;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

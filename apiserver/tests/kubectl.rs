@@ -244,3 +244,26 @@ async fn an_invalid_split_is_rejected_with_a_message_naming_the_field() {
     let none = k.ok(&["get", "ts", "-o", "name"]).await;
     assert!(none.trim().is_empty(), "{none}");
 }
+
+#[tokio::test]
+async fn imperative_create_commands_and_namespace_deletion() {
+    let t = TestServer::start().await;
+    let k = Kubectl { t: &t };
+    // These commands send protobuf bodies.
+    k.ok(&["create", "namespace", "team-a"]).await;
+    k.ok(&["-n", "team-a", "create", "configmap", "settings", "--from-literal=mode=canary"]).await;
+    k.ok(&["-n", "team-a", "create", "secret", "generic", "creds", "--from-literal=token=s3cret"]).await;
+    k.ok(&["-n", "team-a", "create", "service", "clusterip", "web", "--tcp=80:8080"]).await;
+    assert_eq!(k.ok(&["-n", "team-a", "get", "cm", "settings", "-o", "jsonpath={.data.mode}"]).await, "canary");
+    assert_eq!(k.ok(&["-n", "team-a", "get", "secret", "creds", "-o", "jsonpath={.data.token}"]).await, "czNjcmV0");
+    let ports = k
+        .ok(&["-n", "team-a", "get", "svc", "web", "-o", "jsonpath={.spec.ports[0].port}:{.spec.ports[0].targetPort}"])
+        .await;
+    assert_eq!(ports, "80:8080");
+    let err = k.fails(&["-n", "nowhere", "create", "configmap", "x"], None).await;
+    assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
+    // Deleting a namespace deletes what is in it.
+    k.ok(&["delete", "namespace", "team-a"]).await;
+    let left = k.ok(&["get", "cm,secret,svc", "-A", "-o", "name"]).await;
+    assert!(left.trim().is_empty(), "{left}");
+}
