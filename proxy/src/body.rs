@@ -56,7 +56,8 @@ impl ProxyBody {
     }
 
     pub fn local(text: impl Into<Bytes>) -> Self {
-        Self::Local(Some(text.into()))
+        let text = text.into();
+        Self::Local((!text.is_empty()).then_some(text))
     }
 
     /// Records the outcome as soon as the upstream says the stream is over, before the last frame

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use tracing::debug;
+use hyper_util::rt::TokioIo;
+use tracing::{Instrument, debug, debug_span};
 
 use crate::PROXY_ERROR_HEADER;
 use crate::balance::pick_endpoint;
@@ -36,6 +38,9 @@ pub(crate) async fn forward(
     let Some(authority) = ctx.fixed_authority.clone().or_else(|| request_authority(&req)) else {
         return local(StatusCode::BAD_REQUEST, "missing host");
     };
+    if req.method() == Method::CONNECT {
+        return tunnel(ctx.clone(), req, authority).await;
+    }
     let table = match dests.resolve(&authority).await {
         Ok(table) => table,
         Err(unrouted) => {
@@ -112,6 +117,32 @@ pub(crate) async fn forward(
         };
         return Response::from_parts(parts, ProxyBody::upstream(body, outcome));
     }
+}
+
+/// `CONNECT host:port` (what HTTP_PROXY clients send for TLS): answer 200 and carry the tunnel as
+/// an opaque connection, split per connection by the authority's weights.
+async fn tunnel(ctx: Arc<HttpContext>, req: Request<Incoming>, authority: String) -> Response<ProxyBody> {
+    let dests = &ctx.destinations;
+    match dests.resolve(&authority).await {
+        Ok(table) if table.exists() => {}
+        Ok(_) => return local(StatusCode::SERVICE_UNAVAILABLE, "service not found"),
+        Err(unrouted) => {
+            dests.compiler().metrics.record_unrouted(&authority, unrouted.reason());
+            return local(StatusCode::SERVICE_UNAVAILABLE, unrouted.reason());
+        }
+    }
+    let dests = dests.clone();
+    let span = debug_span!("tunnel", %authority);
+    tokio::spawn(
+        async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => crate::tcp::forward(TokioIo::new(upgraded), Bytes::new(), &authority, &dests).await,
+                Err(error) => debug!(%error, "CONNECT upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    Response::new(ProxyBody::local(Bytes::new()))
 }
 
 /// What the client dialled: the absolute-form or HTTP/2 authority, else the Host header.

@@ -81,7 +81,7 @@ async fn connection(
                 .header_read_timeout(settings.header_read_timeout)
                 .max_buf_size(settings.max_header_bytes.max(8192))
                 .keep_alive(true);
-            let conn = builder.serve_connection(io, svc);
+            let conn = builder.serve_connection(io, svc).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => log_end(result),

@@ -1,5 +1,6 @@
-//! Opaque TCP: a connection the proxy cannot read as HTTP is sent, whole, to one backend chosen by
-//! the same weights (the authority's catch-all route), with connection and byte counters.
+//! Opaque TCP: a connection the proxy cannot read as HTTP (or an HTTP `CONNECT` tunnel) is sent,
+//! whole, to one backend chosen by the same weights (the authority's catch-all route), with
+//! connection and byte counters.
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +16,11 @@ use crate::balance::pick_endpoint;
 use crate::destinations::Destinations;
 use crate::metrics::BackendStats;
 
-pub(crate) async fn forward(client: TcpStream, prefix: Bytes, authority: &str, dests: &Arc<Destinations>) {
+/// Sends `client` (after `prefix`, bytes already read from it) to one backend of `authority`.
+pub(crate) async fn forward<T>(client: T, prefix: Bytes, authority: &str, dests: &Arc<Destinations>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let metrics = &dests.compiler().metrics;
     let table = match dests.resolve(authority).await {
         Ok(table) if table.exists() => table,
@@ -59,12 +64,12 @@ pub(crate) async fn forward(client: TcpStream, prefix: Bytes, authority: &str, d
 }
 
 /// Counts bytes read from and written to the client.
-struct Counted {
-    inner: TcpStream,
+struct Counted<T> {
+    inner: T,
     stats: Arc<BackendStats>,
 }
 
-impl AsyncRead for Counted {
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -73,7 +78,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {

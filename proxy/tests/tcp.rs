@@ -66,3 +66,33 @@ async fn tcp_dead_endpoint_is_avoided() {
         assert_eq!(exchange(proxy.gateway_addrs()[0], b"x").await, "echo-a:x");
     }
 }
+
+#[tokio::test]
+async fn http_connect_on_the_outbound_listener_tunnels_by_weight() {
+    let (a, b) = (echo_backend("echo-a").await, echo_backend("echo-b").await);
+    let authority = "db.shop.svc.cluster.local:5432";
+    let routes = vec![default_route(vec![backend("echo-a", 0, &[a.addr]), backend("echo-b", 1, &[b.addr])])];
+    let proxy = static_proxy(vec![snapshot(authority, 1, routes), split(1, &[("echo-a", 1, &[a.addr])])]).await;
+    let outbound = proxy.outbound_addr().unwrap();
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(outbound).await.unwrap();
+        let connect = "CONNECT db.shop:5432 HTTP/1.1\r\nHost: db.shop:5432\r\n\r\n";
+        stream.write_all(connect.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+        stream.write_all(b"tls bytes").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "echo-b:tls bytes");
+    }
+    assert_eq!((a.hits(), b.hits()), (0, 5));
+    let mut refused = TcpStream::connect(outbound).await.unwrap();
+    refused.write_all(b"CONNECT elsewhere.example:443 HTTP/1.1\r\nHost: elsewhere.example:443\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    refused.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 503");
+}

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Benchmarks `shifter proxy` on loopback and writes the figures, with the exact commands, to
+# bench/PROXY.md:
+#   - added latency (p50/p99) against a direct connection at fixed 1,000 and 5,000 req/s
+#     (oha with --latency-correction, so coordinated omission is corrected);
+#   - maximum throughput with the proxy on one core (wrk, proxy pinned with taskset -c 1);
+#   - resident memory idle and under load; time from start to /ready (hyperfine).
+# Installs what it needs (wrk, hyperfine, nginx-light via apt-get; oha via cargo install) and builds
+# release. Bounded: about 8 runs of $DURATION seconds (default 20) plus the build.
+# Usage: bench/proxy.sh            DURATION=10 bench/proxy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-20}
+OUT=${OUT:-bench/PROXY.md}
+BACKEND1=127.0.0.1:18181
+BACKEND2=127.0.0.1:18182
+GATEWAY=127.0.0.1:18180
+ADMIN=127.0.0.1:18191
+# Two cores: nginx and the load generator share core 0, the proxy has core 1 to itself.
+LOADGEN_CPU=0
+PROXY_CPU=1
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v hyperfine >/dev/null || missing+=(hyperfine)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v oha >/dev/null || cargo install oha --locked
+cargo build --release -p shifter
+BIN=$PWD/target/release/shifter
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server { listen $BACKEND1; location / { return 200 "web-v1\n"; } }
+  server { listen $BACKEND2; location / { return 200 "web-v2\n"; } }
+}
+NGINX
+taskset -c $LOADGEN_CPU nginx -c "$WORK/nginx.conf" -p "$WORK" &
+PIDS+=($!)
+
+cat >"$WORK/proxy.yaml" <<YAML
+authorities:
+  - authority: web.shop.svc.cluster.local:80
+    routes:
+      - name: default
+        backends:
+          - { service: web-v1, weight: 90, endpoints: ["$BACKEND1"] }
+          - { service: web-v2, weight: 10, endpoints: ["$BACKEND2"] }
+YAML
+PROXY_CMD="taskset -c $PROXY_CPU $BIN proxy --config $WORK/proxy.yaml --gateway $GATEWAY=web.shop.svc.cluster.local:80 --admin $ADMIN --threads 1"
+RUST_LOG=warn $PROXY_CMD &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+until curl -sf "http://$ADMIN/ready" >/dev/null; do sleep 0.05; done
+until curl -sf "http://$BACKEND1/" >/dev/null; do sleep 0.05; done
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+RSS_IDLE=$(rss_kib $PROXY_PID VmRSS)
+
+# oha JSON → "p50_ms p99_ms rps success"
+oha_run() {
+  taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z "${DURATION}s" -q "$2" \
+    --latency-correction -c 32 "http://$1/" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
+print("%.3f %.3f %.0f %.4f" % (p["p50"]*1e3, p["p99"]*1e3, s["requestsPerSec"], s["successRate"]))'
+}
+ORDER_CMD="taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z ${DURATION}s -q RATE --latency-correction -c 32 URL"
+
+declare -A R
+for rate in 1000 5000; do
+  R[direct_$rate]=$(oha_run "$BACKEND1" "$rate")
+  R[proxy_$rate]=$(oha_run "$GATEWAY" "$rate")
+done
+
+wrk_run() {
+  taskset -c $LOADGEN_CPU wrk -t1 -c64 -d"${DURATION}s" "http://$1/" | awk '/Requests\/sec/ { printf "%.0f", $2 }'
+}
+WRK_CMD="taskset -c $LOADGEN_CPU wrk -t1 -c64 -d${DURATION}s URL"
+MAX_DIRECT=$(wrk_run "$BACKEND1")
+wrk_run "$GATEWAY" >"$WORK/max_proxy" &
+WRK_PID=$!
+sleep $((DURATION / 2))
+RSS_LOAD=$(rss_kib $PROXY_PID VmRSS)
+wait $WRK_PID
+MAX_PROXY=$(cat "$WORK/max_proxy")
+RSS_PEAK=$(rss_kib $PROXY_PID VmHWM)
+CPU_PROXY=$(awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$PROXY_PID/stat")
+
+# Start to ready, on other ports so the running proxy is undisturbed.
+START_CMD="$BIN proxy --config $WORK/proxy.yaml --gateway 127.0.0.1:18280=web.shop.svc.cluster.local:80 --admin 127.0.0.1:18291 & p=\$!; until curl -sf http://127.0.0.1:18291/ready >/dev/null 2>&1; do sleep 0.002; done; kill \$p; wait \$p || true"
+hyperfine --warmup 2 --runs 20 --export-json "$WORK/start.json" "$START_CMD" >/dev/null 2>&1
+START_MS=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print("%.1f ± %.1f" % (r["mean"]*1e3, r["stddev"]*1e3))' "$WORK/start.json")
+
+row() { # label rate
+  read -r dp50 dp99 drps dok <<<"${R[direct_$2]}"
+  read -r pp50 pp99 prps pok <<<"${R[proxy_$2]}"
+  python3 - "$1" "$dp50" "$dp99" "$pp50" "$pp99" "$prps" "$pok" <<'PY'
+import sys
+label, dp50, dp99, pp50, pp99, prps, pok = sys.argv[1], *map(float, sys.argv[2:])
+print(f"| {label} | {dp50:.3f} | {pp50:.3f} | **{pp50 - dp50:+.3f}** | {dp99:.3f} | {pp99:.3f} | **{pp99 - dp99:+.3f}** | {prps:.0f} | {pok * 100:.2f}% |")
+PY
+}
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+CPU_MODEL=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
+{
+  echo "# shifter proxy benchmark"
+  echo
+  echo "Produced by \`bench/proxy.sh\` (DURATION=${DURATION}s per run) on $(date -u +%Y-%m-%d), commit \`$(git rev-parse --short HEAD)\`,"
+  echo "$(nproc) cores ($CPU_MODEL), loopback only. Release build of \`shifter\`."
+  echo
+  echo "Setup: nginx (1 worker) serves two backends, \`web-v1\` on $BACKEND1 and \`web-v2\` on $BACKEND2."
+  echo "The proxy fronts them as a gateway for \`web.shop.svc.cluster.local:80\` split 90/10, with a static"
+  echo "config (no controller), one worker thread, pinned to core $PROXY_CPU. nginx and the load generator share core $LOADGEN_CPU,"
+  echo "so \"direct\" and \"through the proxy\" runs compete for the same CPU on the client side."
+  echo "Load average (1/5/15 min) when the runs started: $LOAD_START; when they ended: $LOAD_END. On a shared"
+  echo "machine anything above ~0.5 at the start means other work competed for the two cores: tails (p99) are the"
+  echo "figures it disturbs most."
+  echo
+  echo "## Added latency at a fixed rate"
+  echo
+  echo "oha with \`--latency-correction\` (coordinated omission corrected), 32 connections, keep-alive, ${DURATION}s per run."
+  echo "Milliseconds."
+  echo
+  echo "| rate | direct p50 | proxy p50 | added p50 | direct p99 | proxy p99 | added p99 | proxy achieved req/s | proxy success |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  row "1,000 req/s" 1000
+  row "5,000 req/s" 5000
+  echo
+  echo "## Maximum throughput, proxy on one core"
+  echo
+  echo "wrk, 1 thread, 64 connections, ${DURATION}s. The direct figure is nginx alone on the load generator's core, for scale."
+  echo
+  echo "| target | req/s |"
+  echo "| --- | --- |"
+  echo "| direct (nginx) | $MAX_DIRECT |"
+  echo "| through the proxy (1 core) | $MAX_PROXY |"
+  echo
+  echo "Proxy CPU time over the whole benchmark: ${CPU_PROXY}s."
+  echo
+  echo "## Memory (proxy process)"
+  echo
+  echo "| state | RSS |"
+  echo "| --- | --- |"
+  echo "| idle, after /ready | $((RSS_IDLE / 1024)) MiB ($RSS_IDLE KiB) |"
+  echo "| under maximum load (mid-run) | $((RSS_LOAD / 1024)) MiB ($RSS_LOAD KiB) |"
+  echo "| peak (VmHWM) | $((RSS_PEAK / 1024)) MiB ($RSS_PEAK KiB) |"
+  echo
+  echo "## Start to ready"
+  echo
+  echo "hyperfine, 20 runs: start the proxy with the static config and poll \`/ready\` every 2 ms: **$START_MS ms**."
+  echo
+  echo "## Commands"
+  echo
+  echo '```sh'
+  echo "taskset -c $LOADGEN_CPU nginx -c nginx.conf        # two servers returning 200, see bench/proxy.sh"
+  echo "$PROXY_CMD"
+  echo "${ORDER_CMD//URL/http://$BACKEND1/}   # direct, RATE = 1000 and 5000"
+  echo "${ORDER_CMD//URL/http://$GATEWAY/}   # through the proxy"
+  echo "${WRK_CMD//URL/http://$BACKEND1/}"
+  echo "${WRK_CMD//URL/http://$GATEWAY/}"
+  echo "hyperfine --warmup 2 --runs 20 '$BIN proxy --config proxy.yaml --gateway ... & poll /ready; kill'"
+  echo "grep -E 'VmRSS|VmHWM' /proc/\$PROXY_PID/status"
+  echo '```'
+} | sed "s#$WORK/##g" >"$OUT"
+cat "$OUT"
