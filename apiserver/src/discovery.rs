@@ -67,3 +67,56 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
+
+/// The media type of aggregated discovery (`apidiscovery.k8s.io/v2`), which kubectl asks for first.
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header asks for aggregated discovery.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept
+        .split(',')
+        .any(|a| a.contains("g=apidiscovery.k8s.io") && a.contains("v=v2") && a.contains("as=APIGroupDiscoveryList"))
+}
+
+/// Aggregated discovery for the core group (`/api`) or every named group (`/apis`): all groups,
+/// versions and resources in one document.
+pub fn aggregated(registry: &Registry, core: bool) -> Value {
+    let all = registry.all();
+    let items: Vec<Value> = registry
+        .groups()
+        .into_iter()
+        .filter(|(g, _)| g.is_empty() == core)
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = all
+                        .iter()
+                        .filter(|r| r.group == group && r.version(v).is_some())
+                        .map(|r| {
+                            let kind = json!({"group": group, "version": v, "kind": r.kind});
+                            let mut doc = json!({
+                                "resource": r.plural, "responseKind": kind, "singularResource": r.singular,
+                                "scope": if r.namespaced { "Namespaced" } else { "Cluster" }, "verbs": verbs(),
+                            });
+                            if !r.short_names.is_empty() {
+                                doc["shortNames"] = json!(r.short_names);
+                            }
+                            if !r.categories.is_empty() {
+                                doc["categories"] = json!(r.categories);
+                            }
+                            if r.status_subresource {
+                                doc["subresources"] =
+                                    json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+                            }
+                            doc
+                        })
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}

@@ -137,6 +137,16 @@ async fn route(app: Arc<App>, settings: &HttpSettings, req: Request<Incoming>) -
         }
         doc.map(|d| json_response(StatusCode::OK, &d, &[])).ok_or_else(not_found)
     };
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if req.method() == Method::GET
+        && discovery::wants_aggregated(accept)
+        && matches!(segments.as_slice(), ["api"] | ["apis"])
+    {
+        let doc = discovery::aggregated(&app.registry, segments == ["api"]);
+        let mut resp = json_response(StatusCode::OK, &doc, &[]);
+        resp.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(discovery::AGGREGATED));
+        return Ok(resp);
+    }
     match segments.as_slice() {
         ["version"] => get_only(Some(discovery::version())),
         ["api"] => get_only(Some(discovery::core_versions(&settings.address))),

@@ -115,6 +115,24 @@ async fn discovery_lists_crd_resources_at_every_served_version() {
         assert!(ts["verbs"].as_array().unwrap().contains(&json!("watch")));
         assert!(list["resources"].as_array().unwrap().iter().any(|r| r["name"] == "trafficsplits/status"));
     }
+    // Aggregated discovery, as kubectl asks for it first: everything in one document.
+    let resp = t
+        .http()
+        .get(t.url("/apis"))
+        .bearer_auth(t.server.token())
+        .header("Accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
+        .send()
+        .await
+        .unwrap();
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.contains("as=APIGroupDiscoveryList"), "{ct}");
+    let agg: Value = resp.json().await.unwrap();
+    let group = agg["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "split.smi-spec.io").unwrap();
+    assert_eq!(group["versions"][0]["version"], "v1alpha4", "preferred version first");
+    let ts = &group["versions"][0]["resources"][0];
+    assert_eq!((ts["resource"].as_str(), ts["scope"].as_str()), (Some("trafficsplits"), Some("Namespaced")));
+    assert_eq!(ts["shortNames"], json!(["ts"]));
+    assert_eq!(ts["subresources"][0]["subresource"], "status");
     // kube-rs discovery agrees.
     let discovery = kube::Discovery::new(t.client().await).run().await.unwrap();
     let (ar, caps) = discovery
