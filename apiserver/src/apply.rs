@@ -186,17 +186,33 @@ pub fn apply(
         fields::remove(&mut merged, p);
     }
     merge(&mut merged, applied, &mut Vec::new(), lists);
+    // Re-applying the same configuration changes nothing, not even the entry's timestamp, so the
+    // write is a no-op and watchers see no event (reconcilers apply the same status every loop).
+    let unchanged = live.is_some_and(|l| without_managed_fields(l) == without_managed_fields(&merged));
+    let time = entries
+        .iter()
+        .find(|e| e.is(writer.manager, "Apply", writer.subresource) && e.set == new_set && unchanged)
+        .map(|e| e.time.clone())
+        .unwrap_or_else(|| writer.now.to_string());
     entries.retain(|e| !e.is(writer.manager, "Apply", writer.subresource));
     entries.push(Entry {
         manager: writer.manager.to_string(),
         operation: "Apply".into(),
         api_version: writer.api_version.to_string(),
-        time: writer.now.to_string(),
+        time,
         subresource: writer.subresource.to_string(),
         set: new_set,
     });
     write(&mut merged, &entries);
     Ok(merged)
+}
+
+fn without_managed_fields(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    o
 }
 
 /// Deep-merges an applied configuration: maps field by field, associative lists element by
@@ -281,6 +297,15 @@ mod tests {
         assert_eq!(forced["data"]["a"], "2");
         let owners: Vec<String> = read(&forced).into_iter().map(|e| e.manager).collect();
         assert_eq!(owners, ["bob"]);
+    }
+
+    #[test]
+    fn reapplying_the_same_configuration_changes_nothing() {
+        let first = apply(None, &cm(json!({"a": "1"})), &writer("alice"), false, &LISTS).unwrap();
+        let later = Writer { now: "2030-01-01T00:00:00Z", ..writer("alice") };
+        assert_eq!(apply(Some(&first), &cm(json!({"a": "1"})), &later, false, &LISTS).unwrap(), first);
+        let changed = apply(Some(&first), &cm(json!({"a": "2"})), &later, false, &LISTS).unwrap();
+        assert_eq!(read(&changed)[0].time, "2030-01-01T00:00:00Z");
     }
 
     #[test]

@@ -314,3 +314,30 @@ async fn events_recorded_through_events_k8s_io_show_up_as_core_events() {
     assert_eq!(e.reporting_component.as_deref(), Some("shifter.dev/controller"));
     assert!(core.list(&ListParams::default().fields("involvedObject.name=api")).await.unwrap().items.is_empty());
 }
+
+#[tokio::test]
+async fn reapplying_the_same_status_or_crd_is_not_a_new_version() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let t = TestServer::start().await;
+    let client = t.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut versions = Vec::new();
+    for _ in 0..2 {
+        for crd in shifter_crds::all_crds() {
+            let name = crd.metadata.name.clone().unwrap();
+            crds.patch(&name, &PatchParams::apply("shifter-serve").force(), &Patch::Apply(&crd)).await.unwrap();
+        }
+        versions.push(crds.get("trafficsplits.split.smi-spec.io").await.unwrap().metadata.resource_version);
+    }
+    assert_eq!(versions[0], versions[1], "re-installing the same CRDs writes nothing");
+
+    let api = splits(&client, "v1alpha4");
+    api.create(&PostParams::default(), &dynamic(split("web", &[("web-v1", 1)]))).await.unwrap();
+    let status = json!({"apiVersion": "split.smi-spec.io/v1alpha4", "kind": "TrafficSplit", "metadata": {"name": "web"},
+        "status": {"split": "web-v1=100%", "observedGeneration": 1}});
+    let pp = PatchParams::apply("shifter-controller").force();
+    let first = api.patch_status("web", &pp, &Patch::Apply(&status)).await.unwrap();
+    let second = api.patch_status("web", &pp, &Patch::Apply(&status)).await.unwrap();
+    assert_eq!(first.data["status"]["split"], "web-v1=100%");
+    assert_eq!(first.metadata.resource_version, second.metadata.resource_version, "an idempotent reconcile is silent");
+}
