@@ -267,20 +267,26 @@ impl App {
         Ok((stored, warnings))
     }
 
-    fn writer_out(scope: &Scope<'_>, events: &[crate::store::Event], fallback: Value) -> Result<Value, ApiError> {
-        match events.last() {
+    /// The written object as the client should see it: the committed state of the object the
+    /// request named (a write may also touch others, e.g. finish a Terminating namespace).
+    fn writer_out(scope: &Scope<'_>, events: &[crate::store::Event], stored: Value) -> Result<Value, ApiError> {
+        let name = meta_str(&stored, "name").unwrap_or_default();
+        let key = scope.key(name);
+        match events.iter().rev().find(|e| e.key == key) {
             Some(e) => scope.out(&e.object),
-            None => scope.out(&fallback),
+            None => scope.out(&stored),
         }
     }
 
     fn require_namespace(scope: &Scope<'_>, txn: &Txn<'_>) -> Result<(), ApiError> {
-        if let Some(ns) = scope.namespace.as_deref().filter(|_| scope.res.namespaced)
-            && txn.get(&Key::new("/namespaces", "", ns)).is_none()
-        {
-            return Err(ApiError::not_found("", "namespaces", ns));
+        let Some(ns) = scope.namespace.as_deref().filter(|_| scope.res.namespaced) else { return Ok(()) };
+        match txn.get(&Key::new("/namespaces", "", ns)) {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::Forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ))),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 
     pub fn create(&self, scope: &Scope<'_>, body: Value) -> Result<Written, ApiError> {
@@ -334,7 +340,8 @@ impl App {
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
         let finalizers = new.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         if deleting && !finalizers {
-            txn.delete(key);
+            txn.delete(key.clone());
+            finish_namespace(txn, &key.namespace);
         } else {
             txn.put(key, new.clone());
         }
@@ -515,7 +522,6 @@ fn delete_object(txn: &mut Txn<'_>, key: Key, mut obj: Value, orphan: bool) -> V
         }
         return obj;
     }
-    txn.delete(key.clone());
     let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
     let crd_resource = (key.resource == "apiextensions.k8s.io/customresourcedefinitions")
         .then(|| resources::from_crd(&obj).ok().map(|i| i.store_key()))
@@ -536,7 +542,36 @@ fn delete_object(txn: &mut Txn<'_>, key: Key, mut obj: Value, orphan: bool) -> V
             delete_object(txn, k, v, orphan);
         }
     }
+    if let Some(ns) = &namespace
+        && !namespace_empty(txn, ns)
+    {
+        // Objects still waiting for their finalizers keep the namespace, Terminating, until the
+        // last of them goes (see `finish_namespace`).
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            obj["metadata"]["deletionTimestamp"] = json!(now());
+        }
+        obj["status"]["phase"] = json!("Terminating");
+        txn.put(key, obj.clone());
+        return obj;
+    }
+    txn.delete(key.clone());
+    finish_namespace(txn, &key.namespace);
     obj
+}
+
+fn namespace_empty(txn: &Txn<'_>, ns: &str) -> bool {
+    txn.find(|k, _| k.namespace == ns).iter().all(|(k, _)| txn.get(k).is_none())
+}
+
+/// Removes a Terminating namespace once nothing is left in it.
+fn finish_namespace(txn: &mut Txn<'_>, ns: &str) {
+    let key = Key::new("/namespaces", "", ns);
+    if ns.is_empty() || !txn.get(&key).is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some()) {
+        return;
+    }
+    if namespace_empty(txn, ns) {
+        txn.delete(key);
+    }
 }
 
 /// What a real API server reports once a CRD's names are accepted and it is being served.

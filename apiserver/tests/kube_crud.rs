@@ -341,3 +341,34 @@ async fn reapplying_the_same_status_or_crd_is_not_a_new_version() {
     assert_eq!(first.data["status"]["split"], "web-v1=100%");
     assert_eq!(first.metadata.resource_version, second.metadata.resource_version, "an idempotent reconcile is silent");
 }
+
+#[tokio::test]
+async fn a_namespace_terminates_until_its_last_finalizer_is_gone() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let t = TestServer::start().await;
+    let client = t.client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    let mut held = cm("held", json!({}));
+    held.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    cms.create(&PostParams::default(), &cm("plain", json!({}))).await.unwrap();
+
+    namespaces.delete("team", &DeleteParams::default()).await.unwrap();
+    let ns = namespaces.get("team").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert!(api_error(cms.get("plain").await.unwrap_err()).is_not_found());
+    assert!(cms.get("held").await.unwrap().metadata.deletion_timestamp.is_some());
+    let refused = api_error(cms.create(&PostParams::default(), &cm("late", json!({}))).await.unwrap_err());
+    assert_eq!(refused.code, 403, "{refused:?}");
+
+    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    assert!(
+        api_error(namespaces.get("team").await.unwrap_err()).is_not_found(),
+        "the namespace goes with its last object"
+    );
+}
