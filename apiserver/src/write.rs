@@ -566,7 +566,7 @@ fn namespace_empty(txn: &Txn<'_>, ns: &str) -> bool {
 /// Removes a Terminating namespace once nothing is left in it.
 fn finish_namespace(txn: &mut Txn<'_>, ns: &str) {
     let key = Key::new("/namespaces", "", ns);
-    if ns.is_empty() || !txn.get(&key).is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some()) {
+    if ns.is_empty() || txn.get(&key).is_none_or(|n| n.pointer("/metadata/deletionTimestamp").is_none()) {
         return;
     }
     if namespace_empty(txn, ns) {
