@@ -68,6 +68,7 @@ pub(crate) async fn forward(
         };
         let endpoint = pick_endpoint(&backend.endpoints);
         let fail = |status: StatusCode, class: FailureClass, reason: &'static str| {
+            backend.stats.record_request();
             backend.stats.record_response(status.as_u16(), Some(class), start.elapsed());
             local(status, reason)
         };
@@ -106,6 +107,7 @@ pub(crate) async fn forward(
         endpoint.observe(sent_at.elapsed());
         endpoint.mark_ok();
         drop(in_flight);
+        backend.stats.record_request();
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let outcome = Outcome {

@@ -107,10 +107,15 @@ impl BackendStats {
         self.skipped.fetch_add(1, Relaxed);
     }
 
-    /// One request and its final outcome: the status the client saw, whether (and why) it failed,
-    /// and the time until response headers.
-    pub fn record_response(&self, status: u16, failure: Option<FailureClass>, latency: Duration) {
+    /// A request was answered: response headers arrived, or the proxy answered it with an error.
+    /// Streams are counted here, before their body ends.
+    pub fn record_request(&self) {
         self.requests.fetch_add(1, Relaxed);
+    }
+
+    /// A response's final outcome, once its stream ended: the status the client saw, whether (and
+    /// why) it failed, and the time until response headers.
+    pub fn record_response(&self, status: u16, failure: Option<FailureClass>, latency: Duration) {
         let bucket = bucket_of(latency);
         let mut http = self.http.lock().expect("metrics lock");
         *http.responses.entry((status, failure.is_some())).or_default() += 1;
@@ -297,6 +302,8 @@ mod tests {
     fn renders_linkerd_names_with_cumulative_buckets() {
         let m = Metrics::default();
         let b = m.backend(key("web-v1"));
+        b.record_request();
+        b.record_request();
         b.record_response(200, None, Duration::from_micros(1500));
         b.record_response(503, Some(FailureClass::Http5xx), Duration::from_millis(7));
         let text = m.render();
