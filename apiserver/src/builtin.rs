@@ -74,6 +74,22 @@ fn qualified_name_ok(k: &str) -> bool {
 /// Label keys and values, annotation keys.
 pub fn validate_metadata(obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    let meta = obj.get("metadata").cloned().unwrap_or_default();
+    for (field, ty) in
+        [("labels", "object"), ("annotations", "object"), ("finalizers", "array"), ("ownerReferences", "array")]
+    {
+        match meta.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(_)) if ty == "object" => {}
+            Some(Value::Array(_)) if ty == "array" => {}
+            Some(other) => errs.push(FieldError::type_invalid(format!("metadata.{field}"), other, ty)),
+        }
+    }
+    for (i, f) in meta.get("finalizers").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        if !f.is_string() {
+            errs.push(FieldError::type_invalid(format!("metadata.finalizers[{i}]"), f, "string"));
+        }
+    }
     for (k, v) in obj.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten() {
         if !qualified_name_ok(k) {
             errs.push(FieldError::invalid("metadata.labels", &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
@@ -105,7 +121,12 @@ pub fn prepare(res: &ResourceInfo, obj: &mut Value, old: Option<&Value>, txn: &T
         ("", "secrets") => secret(obj),
         ("", "namespaces") => {
             let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
-            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                if let Some(labels) = labels.as_object_mut() {
+                    labels.insert("kubernetes.io/metadata.name".into(), name);
+                }
+            }
             if obj.pointer("/status/phase").is_none() {
                 obj["status"] = json!({"phase": "Active"});
             }
@@ -135,6 +156,10 @@ fn service(obj: &mut Value, old: Option<&Value>, txn: &Txn<'_>) -> Vec<FieldErro
         }
     }
     for (i, port) in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten().enumerate() {
+        if !port.is_object() {
+            errs.push(FieldError::type_invalid(format!("spec.ports[{i}]"), port, "object"));
+            continue;
+        }
         match port.get("port").and_then(Value::as_i64) {
             Some(p) if (1..=65535).contains(&p) => {
                 if port.get("targetPort").is_none() {
@@ -192,7 +217,14 @@ fn secret(obj: &mut Value) -> Vec<FieldError> {
         obj["type"] = json!("Opaque");
     }
     let engine = base64::engine::general_purpose::STANDARD;
+    if !obj.get("data").is_none_or(Value::is_object) {
+        errs.push(FieldError::type_invalid("data", &obj["data"], "object"));
+        return errs;
+    }
     if let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+        if obj.get("data").is_none() {
+            obj["data"] = json!({});
+        }
         for (k, v) in string_data.as_object().into_iter().flatten() {
             let text = v.as_str().unwrap_or_default();
             obj["data"][k] = json!(engine.encode(text));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -74,9 +75,15 @@ pub async fn serve(
     if !token_ok(req.headers(), &settings.token) {
         return Ok(error_response(&ApiError::Unauthorized));
     }
-    let resp = match route(app, &settings, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    // A bug must cost one request a 500, never the connection or the server.
+    let routed = std::panic::AssertUnwindSafe(route(app, &settings, req)).catch_unwind().await;
+    let resp = match routed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => error_response(&e),
+        Err(_) => {
+            tracing::error!(%method, %path, "request handler panicked");
+            error_response(&ApiError::Internal(format!("internal error serving {method} {path}")))
+        }
     };
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
     Ok(resp)

@@ -58,10 +58,15 @@ pub fn document(registry: &Registry, group: &str, version: &str) -> Option<Value
             continue;
         }
         let Some(v) = r.version(version) else { continue };
-        let mut schema =
-            v.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
-        let props =
-            schema.as_object_mut().expect("schema is an object").entry("properties").or_insert_with(|| json!({}));
+        let mut schema = v
+            .schema
+            .clone()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        if !schema.get("properties").is_some_and(Value::is_object) {
+            schema["properties"] = json!({});
+        }
+        let props = &mut schema["properties"];
         props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
         props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
         props["metadata"] = json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}],

@@ -238,6 +238,11 @@ pub fn from_crd(crd: &Value) -> Result<ResourceInfo, Vec<FieldError>> {
         if v.get("storage").and_then(Value::as_bool) == Some(true) {
             storage.push(vname.clone());
         }
+        if let Some(schema) = v.pointer("/schema/openAPIV3Schema")
+            && !schema.is_object()
+        {
+            errs.push(FieldError::type_invalid(format!("spec.versions[{i}].schema.openAPIV3Schema"), schema, "object"));
+        }
         if v.pointer("/subresources/status").is_some() {
             status_subresource = true;
         }

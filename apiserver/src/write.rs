@@ -550,7 +550,7 @@ fn delete_object(txn: &mut Txn<'_>, key: Key, mut obj: Value, orphan: bool) -> V
         if obj.pointer("/metadata/deletionTimestamp").is_none() {
             obj["metadata"]["deletionTimestamp"] = json!(now());
         }
-        obj["status"]["phase"] = json!("Terminating");
+        obj["status"] = json!({"phase": "Terminating"});
         txn.put(key, obj.clone());
         return obj;
     }

@@ -88,6 +88,21 @@ async fn bad_input_gets_a_kubernetes_status_and_writes_nothing() {
     let (code, body) = send(&t, reqwest::Method::POST, cms, "application/json", huge).await;
     assert_eq!(code, 413);
     assert_status(&body, 413, "RequestEntityTooLarge");
+    // Well-formed JSON of the wrong shape is a 422 naming the field, never a crash.
+    for (path, body, field) in [
+        (cms, json!({"metadata": {"name": "x", "labels": "app=web"}}), "metadata.labels"),
+        ("/api/v1/namespaces/default/secrets", json!({"metadata": {"name": "x"}, "data": "c2VjcmV0"}), "data"),
+        (
+            "/api/v1/namespaces/default/services",
+            json!({"metadata": {"name": "x"}, "spec": {"ports": [80]}}),
+            "spec.ports[0]",
+        ),
+        ("/api/v1/namespaces", json!({"metadata": {"name": "x", "finalizers": "kubernetes"}}), "metadata.finalizers"),
+    ] {
+        let (code, body) = send(&t, reqwest::Method::POST, path, "application/json", body.to_string()).await;
+        assert_eq!(code, 422, "{path}: {body}");
+        assert_eq!(body["details"]["causes"][0]["field"], field, "{body}");
+    }
     let (_, list) = send(&t, reqwest::Method::GET, cms, "application/json", "").await;
     assert_eq!(list["items"], json!([]), "none of the bad requests wrote anything");
     // YAML bodies are accepted when declared.
