@@ -211,3 +211,35 @@ async fn tables_show_printer_columns_and_openapi_describes_fields() {
     assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], "TrafficSplit");
     assert!(schema["properties"]["spec"]["properties"]["backends"]["description"].is_string());
 }
+
+#[tokio::test]
+async fn field_validation_strict_warn_and_ignore() {
+    let t = TestServer::start().await;
+    install_crds(&t.client().await).await;
+    let path = "/apis/split.smi-spec.io/v1alpha4/namespaces/default/trafficsplits";
+    let post = |name: &str, mode: &str| {
+        let mut body = split(name, &[("web-v1", 1)]);
+        body["spec"]["colour"] = json!("blue");
+        t.http()
+            .post(t.url(&format!("{path}?fieldValidation={mode}")))
+            .bearer_auth(t.server.token())
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let strict = post("strict", "Strict").await.unwrap();
+    assert_eq!(strict.status(), 400);
+    let body: Value = strict.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("unknown field \"spec.colour\""), "{body}");
+
+    let warn = post("warn", "Warn").await.unwrap();
+    assert_eq!(warn.status(), 201);
+    let warning = warn.headers().get("warning").expect("a Warning header").to_str().unwrap().to_string();
+    assert!(warning.starts_with("299 - ") && warning.contains("spec.colour"), "{warning}");
+    let stored: Value = warn.json().await.unwrap();
+    assert!(stored["spec"].get("colour").is_none(), "unknown fields are pruned");
+
+    let ignore = post("ignore", "Ignore").await.unwrap();
+    assert_eq!(ignore.status(), 201);
+    assert!(ignore.headers().get("warning").is_none());
+}

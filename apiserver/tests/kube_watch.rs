@@ -130,6 +130,29 @@ async fn watcher_and_reflector_follow_changes() {
     drive.await;
 }
 
+#[tokio::test]
+async fn a_streaming_list_watcher_gets_initial_objects_then_changes() {
+    let t = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client().await, "default");
+    for n in ["a", "b"] {
+        api.create(&PostParams::default(), &cm(n, "1")).await.unwrap();
+    }
+    // sendInitialEvents=true: the objects arrive as ADDED events, then a bookmark ends the list.
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let config = watcher::Config::default().streaming_lists();
+    let mut stream = reflector(writer, watcher(api.clone(), config)).applied_objects().boxed();
+    let mut names = Vec::new();
+    while names.len() < 2 {
+        names.push(timeout(LIMIT, stream.try_next()).await.unwrap().unwrap().unwrap().name_any());
+    }
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    api.create(&PostParams::default(), &cm("c", "1")).await.unwrap();
+    let next = timeout(LIMIT, stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.name_any(), "c");
+    assert_eq!(reader.state().len(), 3);
+}
+
 /// A small custom resource the test controller reconciles.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(group = "test.shifter.dev", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
