@@ -179,6 +179,9 @@ pub struct Args {
     /// PEM CA bundle that signs the controller's certificate.
     #[arg(long, value_name = "FILE", requires = "controller")]
     pub controller_ca: Option<PathBuf>,
+    /// File holding the bearer token the controller requires (the controller's --token-file).
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    pub controller_token_file: Option<PathBuf>,
     /// Static snapshots (YAML) to serve with no controller.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -251,9 +254,18 @@ impl Args {
                     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "proxy".into());
                     format!("{host}/{}", std::process::id())
                 });
+                let token = match &self.controller_token_file {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?
+                            .trim()
+                            .to_string(),
+                    ),
+                    None => None,
+                };
                 let kind = if self.gateways.is_empty() { "outbound" } else { "gateway" };
                 let identity = ProxyIdentity { id, namespace: self.namespace.clone(), kind: kind.into() };
-                ConfigSource::Controller(ControllerConfig { uri: uri.clone(), ca_pem, identity })
+                ConfigSource::Controller(ControllerConfig { uri: uri.clone(), ca_pem, token, identity })
             }
             (None, Some(path)) => ConfigSource::Static(StaticConfig::load(&path.display().to_string())?),
             (None, None) => {

@@ -94,7 +94,7 @@ pub(crate) async fn report(dests: Arc<Destinations>, controller: Controller) {
         }
         if stream.is_none() && !queue.is_empty() && Instant::now() >= next_try {
             let (tx, rx) = mpsc::channel(4);
-            let mut client = TelemetryClient::new(controller.channel.clone());
+            let mut client = TelemetryClient::with_interceptor(controller.channel.clone(), controller.auth.clone());
             let call = tokio::spawn(
                 async move { client.report(ReceiverStream::new(rx)).await }.instrument(debug_span!("telemetry_report")),
             );

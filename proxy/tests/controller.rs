@@ -10,7 +10,7 @@ use support::*;
 fn source(c: &TestController) -> ConfigSource {
     let identity =
         shifter_proto::v1::ProxyIdentity { id: "test".into(), namespace: "shop".into(), kind: "gateway".into() };
-    ConfigSource::Controller(ControllerConfig { uri: c.uri(), ca_pem: None, identity })
+    ConfigSource::Controller(ControllerConfig { uri: c.uri(), ca_pem: None, token: None, identity })
 }
 
 #[tokio::test]
@@ -112,9 +112,27 @@ async fn controller_over_tls_with_a_given_ca() {
     controller.set(split(9, &[("web-v1", 1, &[v1.addr])]));
     assert!(controller.uri().starts_with("https://"));
     let identity = shifter_proto::v1::ProxyIdentity::default();
-    let cfg = ControllerConfig { uri: controller.uri(), ca_pem: Some(ca_cert.pem().into_bytes()), identity };
+    let ca_pem = Some(ca_cert.pem().into_bytes());
+    let cfg = ControllerConfig { uri: controller.uri(), ca_pem, token: None, identity };
     let proxy = start_proxy(ConfigSource::Controller(cfg), test_settings()).await;
     let admin = proxy.admin_addr().unwrap();
     eventually("version 9 applied over TLS", || async { applied_version(admin).await == 9 }).await;
     assert_eq!(get(&http1_client(), proxy.gateway_addrs()[0], "/", &[]).await.1, "web-v1");
+}
+
+#[tokio::test]
+async fn a_bearer_token_is_presented_when_the_controller_requires_one() {
+    let v1 = http_backend("web-v1").await;
+    let mut controller = TestController::start().await;
+    controller.stop().await;
+    controller.token = Some("s3cret".into());
+    controller.restart().await;
+    controller.set(split(5, &[("web-v1", 1, &[v1.addr])]));
+    let identity = shifter_proto::v1::ProxyIdentity::default();
+    let cfg = ControllerConfig { uri: controller.uri(), ca_pem: None, token: Some("s3cret".into()), identity };
+    let proxy = start_proxy(ConfigSource::Controller(cfg), test_settings()).await;
+    let admin = proxy.admin_addr().unwrap();
+    eventually("version 5 applied with the token", || async { applied_version(admin).await == 5 }).await;
+    assert_eq!(get(&http1_client(), proxy.gateway_addrs()[0], "/", &[]).await.1, "web-v1");
+    eventually("telemetry accepted with the token", || async { !controller.windows().is_empty() }).await;
 }

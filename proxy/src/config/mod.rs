@@ -71,6 +71,9 @@ pub struct ControllerConfig {
     pub uri: String,
     /// PEM CA bundle that signs the controller's certificate (`https` only).
     pub ca_pem: Option<Vec<u8>>,
+    /// Bearer token presented on every call (`authorization: Bearer ...`), when the controller
+    /// requires one.
+    pub token: Option<String>,
     /// Who this proxy is, sent with every watch and telemetry window.
     pub identity: ProxyIdentity,
 }

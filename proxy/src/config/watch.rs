@@ -9,6 +9,8 @@ use std::time::Duration;
 use rand::Rng;
 use shifter_proto::v1::destinations_client::DestinationsClient;
 use shifter_proto::v1::{ProxyIdentity, WatchRequest};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, info, warn};
 
@@ -21,6 +23,20 @@ use crate::error::ConfigError;
 pub(crate) struct Controller {
     pub channel: Channel,
     pub identity: ProxyIdentity,
+    pub auth: BearerToken,
+}
+
+/// Adds `authorization: Bearer <token>` to every call when a token is configured.
+#[derive(Clone)]
+pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Controller {
@@ -42,7 +58,14 @@ impl Controller {
         } else if cfg.ca_pem.is_some() {
             return Err(invalid("a CA file needs an https:// controller address".into()));
         }
-        Ok(Self { channel: endpoint.connect_lazy(), identity: cfg.identity.clone() })
+        let auth = match &cfg.token {
+            Some(token) => Some(
+                MetadataValue::try_from(format!("Bearer {}", token.trim()))
+                    .map_err(|_| invalid("the token must be printable ASCII".into()))?,
+            ),
+            None => None,
+        };
+        Ok(Self { channel: endpoint.connect_lazy(), identity: cfg.identity.clone(), auth: BearerToken(auth) })
     }
 }
 
@@ -56,7 +79,7 @@ pub(crate) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 /// Keeps `dest` fed with snapshots for as long as the proxy runs.
 pub(crate) async fn watch_authority(dests: Arc<Destinations>, dest: Arc<Destination>, controller: Controller) {
     let settings = dests.settings().clone();
-    let mut client = DestinationsClient::new(controller.channel.clone());
+    let mut client = DestinationsClient::with_interceptor(controller.channel.clone(), controller.auth.clone());
     let mut attempt = 0;
     loop {
         let request = WatchRequest {

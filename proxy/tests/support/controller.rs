@@ -100,6 +100,8 @@ pub struct TestController {
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     /// Server certificate and key (PEM) when serving TLS.
     tls: Option<(String, String)>,
+    /// Bearer token every call must present, when set.
+    pub token: Option<String>,
 }
 
 impl TestController {
@@ -121,6 +123,7 @@ impl TestController {
             watched: Arc::default(),
             running: None,
             tls,
+            token: None,
         };
         c.serve(listener);
         c
@@ -145,10 +148,18 @@ impl TestController {
             let identity = tonic::transport::Identity::from_pem(cert, key);
             builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
         }
+        let expected = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let auth = move |req: Request<()>| {
+            let presented = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            match &expected {
+                Some(want) if presented != Some(want.as_str()) => Err(Status::unauthenticated("bad token")),
+                _ => Ok(req),
+            }
+        };
         let task = tokio::spawn(async move {
             let _ = builder
-                .add_service(DestinationsServer::new(state.clone()))
-                .add_service(TelemetryServer::new(state))
+                .add_service(DestinationsServer::with_interceptor(state.clone(), auth.clone()))
+                .add_service(TelemetryServer::with_interceptor(state, auth))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                     killed(&mut stop).await;
                 })
