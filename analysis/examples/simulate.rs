@@ -38,9 +38,9 @@ fn main() {
     let baselines = [ThresholdConfig::common_defaults(1), ThresholdConfig::common_defaults(5)];
     println!("seeds per scenario: {seeds}; judge defaults: interval 10s, alpha 0.01, tolerance 1.2\n");
     println!(
-        "| scenario (5 vs 95 req/s) | judge | rollbacks | median detection | p90 detection | excess failed requests | excess slow requests |"
+        "| scenario (5 vs 95 req/s) | judge | rollbacks | median detection | p90 detection | excess failed requests | excess slow requests | first Pass (median) | passed before any rollback |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for s in scenarios.iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
         let started = Instant::now();
         let mut ours = Vec::new();
@@ -64,7 +64,7 @@ fn main() {
 fn row(s: &Scenario, judge: &str, sum: &Summary) {
     let t = |v: Option<i64>| v.map_or_else(|| format!("> {} s", s.duration_s), |v| format!("{v} s"));
     println!(
-        "| {} | {judge} | {}/{} ({:.1}%) | {} | {} | {:.1} | {:.1} |",
+        "| {} | {judge} | {}/{} ({:.1}%) | {} | {} | {:.1} | {:.1} | {} | {} |",
         s.name,
         sum.rollbacks,
         sum.runs,
@@ -73,5 +73,7 @@ fn row(s: &Scenario, judge: &str, sum: &Summary) {
         t(sum.p90_s),
         sum.mean_excess_failures,
         sum.mean_excess_slow,
+        sum.median_first_pass_s.map_or("-".to_string(), |v| format!("{v} s")),
+        sum.passed_first,
     );
 }

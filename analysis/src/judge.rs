@@ -15,7 +15,7 @@ pub struct Comparison {
     pub alpha: f64,
     /// Risk ratio tolerated for promotion.
     pub tolerance: f64,
-    /// Absolute excess rate tolerated for promotion.
+    /// Absolute excess rate tolerated for promotion, on top of `tolerance` × stable's rate.
     pub margin: f64,
 }
 
@@ -42,13 +42,13 @@ fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, spl
     let rate_bound = rate_upper_bound(process.canary_events, process.canary_requests, a);
     if let (_, Some(stable)) = process.rates()
         && process.canary_requests > 0
-        && rate_bound <= stable + c.margin
+        && rate_bound <= stable * c.tolerance + c.margin
     {
         return Finding::Safe {
             how: format!(
-                "canary rate ≤ {} ≤ stable {} + margin {}",
+                "canary rate ≤ {} ≤ {} × stable + {} margin",
                 percent(rate_bound),
-                percent(stable),
+                c.tolerance,
                 percent(c.margin)
             ),
         };
@@ -133,25 +133,26 @@ pub fn latency(
             format!("{}; evidence {} ≥ {}", describe(worst), evidence_text(evidence), evidence_text(threshold));
         return MetricVerdict { evidence: Some(evidence), ..MetricVerdict::new(name, VerdictResult::Fail, reason) };
     }
-    // Each threshold must be shown safe; their levels share α. A single threshold's own evidence
-    // may pass 1/α while the average does not: that is not yet harm, and not safety either.
-    let mut open = Vec::new();
-    let mut safe = Vec::new();
-    for i in 0..processes.len() {
-        match examine(&processes[i], &LATENCY_ALTERNATIVES, c, processes.len() as f64) {
-            Finding::Safe { how } => safe.push(format!("{} ({how})", describe(i))),
-            Finding::Open { how, .. } => open.push(format!("{}: {how}", describe(i))),
-            Finding::Harm { .. } => open.push(describe(i)),
-        }
-    }
-    let verdict = if open.is_empty() {
-        MetricVerdict::new(name, VerdictResult::Pass, safe.join("; "))
-    } else {
-        MetricVerdict::new(
+    // Promotion is judged where the user asked: the metric's own quantile, the highest threshold.
+    // The lower thresholds only make a shifted distribution show up sooner as harm.
+    let last = processes.len() - 1;
+    let verdict = match examine(&processes[last], &LATENCY_ALTERNATIVES, c, 1.0) {
+        Finding::Safe { how } => MetricVerdict::new(name, VerdictResult::Pass, format!("{}; {how}", describe(last))),
+        Finding::Open { how, .. } => MetricVerdict::new(
             name,
             VerdictResult::Inconclusive,
-            format!("evidence {} < {}; not yet shown safe: {}", evidence_text(evidence), threshold, open.join("; ")),
-        )
+            format!(
+                "{}; evidence {} < {}; not yet shown safe: {how}",
+                describe(last),
+                evidence_text(evidence),
+                threshold
+            ),
+        ),
+        Finding::Harm { .. } => MetricVerdict::new(
+            name,
+            VerdictResult::Inconclusive,
+            format!("{}; evidence {} < {}", describe(last), evidence_text(evidence), threshold),
+        ),
     };
     MetricVerdict { evidence: Some(evidence), ..verdict }
 }

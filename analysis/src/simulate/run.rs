@@ -118,6 +118,10 @@ pub struct Summary {
     pub p90_s: Option<i64>,
     pub mean_excess_failures: f64,
     pub mean_excess_slow: f64,
+    /// Median second of the first tick at which every metric passed (`None`: in fewer than half).
+    pub median_first_pass_s: Option<i64>,
+    /// Runs with a Pass before any rollback: for a bad canary, a promotion that should not happen.
+    pub passed_first: usize,
 }
 
 /// Summarises outcomes; detection times are measured from `regression_at_s`.
@@ -133,6 +137,9 @@ pub fn summarize(outcomes: &[Outcome], regression_at_s: i64) -> Summary {
         times[i]
     };
     let n = outcomes.len().max(1) as f64;
+    let mut passes: Vec<i64> = outcomes.iter().map(|o| o.first_pass_at.unwrap_or(i64::MAX)).collect();
+    passes.sort_unstable();
+    let median_first_pass_s = passes.get(passes.len().saturating_sub(1) / 2).copied().filter(|t| *t != i64::MAX);
     Summary {
         runs: outcomes.len(),
         rollbacks: outcomes.iter().filter(|o| o.rolled_back_at.is_some()).count(),
@@ -140,5 +147,10 @@ pub fn summarize(outcomes: &[Outcome], regression_at_s: i64) -> Summary {
         p90_s: pct(0.9),
         mean_excess_failures: outcomes.iter().map(|o| o.excess_failures).sum::<f64>() / n,
         mean_excess_slow: outcomes.iter().map(|o| o.excess_slow).sum::<f64>() / n,
+        median_first_pass_s,
+        passed_first: outcomes
+            .iter()
+            .filter(|o| o.first_pass_at.is_some_and(|p| o.rolled_back_at.is_none_or(|r| p < r)))
+            .count(),
     }
 }
