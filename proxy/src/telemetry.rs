@@ -68,6 +68,14 @@ fn close_window(
     }
 }
 
+/// Queues a window, dropping the oldest ones beyond `cap` (the controller may be away for long).
+fn enqueue(queue: &mut VecDeque<TelemetryWindow>, window: TelemetryWindow, cap: usize) {
+    queue.push_back(window);
+    while queue.len() > cap.max(1) {
+        queue.pop_front();
+    }
+}
+
 pub(crate) async fn report(dests: Arc<Destinations>, controller: Controller) {
     let settings = dests.settings().clone();
     let metrics = &dests.compiler().metrics;
@@ -81,10 +89,7 @@ pub(crate) async fn report(dests: Arc<Destinations>, controller: Controller) {
     loop {
         tick.tick().await;
         let end = now_ms();
-        queue.push_back(close_window(metrics, &dests, &controller, start, end));
-        while queue.len() > settings.telemetry_buffer {
-            queue.pop_front();
-        }
+        enqueue(&mut queue, close_window(metrics, &dests, &controller, start, end), settings.telemetry_buffer);
         start = end;
         if stream.as_ref().is_some_and(|(tx, call)| tx.is_closed() || call.is_finished()) {
             debug!(queued = queue.len(), "telemetry stream ended");
@@ -111,5 +116,21 @@ pub(crate) async fn report(dests: Arc<Destinations>, controller: Controller) {
                 attempt = 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_and_drops_the_oldest_first() {
+        let mut queue = VecDeque::new();
+        for i in 0..1000 {
+            enqueue(&mut queue, TelemetryWindow { start_unix_ms: i, ..Default::default() }, 300);
+        }
+        assert_eq!(queue.len(), 300);
+        assert_eq!(queue.front().unwrap().start_unix_ms, 700);
+        assert_eq!(queue.back().unwrap().start_unix_ms, 999);
     }
 }

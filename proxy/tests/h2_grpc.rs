@@ -15,6 +15,7 @@ async fn h2c_weights_90_10_hold_within_1_5_points_over_10000_requests() {
     let share = b as f64 / 100.0;
     assert!((8.5..=11.5).contains(&share), "web-v2 got {share}% of traffic");
     assert_eq!((v1.hits() as usize, v2.hits() as usize), (a, b));
+    assert_eq!((v1.conns(), v2.conns()), (1, 1), "HTTP/2 upstreams are multiplexed on one connection");
 }
 
 #[tokio::test]

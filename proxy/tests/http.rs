@@ -18,6 +18,7 @@ async fn weights_90_10_hold_within_1_5_points_over_10000_requests() {
     let share = b as f64 / 100.0;
     assert!((8.5..=11.5).contains(&share), "web-v2 got {share}% of traffic");
     assert_eq!((v1.hits() as usize, v2.hits() as usize), (a, b));
+    assert!(v1.conns() + v2.conns() <= 160, "upstream HTTP/1 connections are pooled: {}", v1.conns() + v2.conns());
 }
 
 #[tokio::test]

@@ -33,11 +33,17 @@ pub struct Backend {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicU64>,
 }
 
 impl Backend {
     pub fn hits(&self) -> u64 {
         self.hits.load(Relaxed)
+    }
+
+    pub fn conns(&self) -> u64 {
+        self.conns.load(Relaxed)
     }
 }
 
@@ -47,10 +53,12 @@ pub async fn http_backend_with(name: &'static str, status: u16, delay: Duration)
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
-    let counter = hits.clone();
+    let conns = Arc::new(AtomicU64::new(0));
+    let (counter, accepted) = (hits.clone(), conns.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            accepted.fetch_add(1, Relaxed);
             let counter = counter.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -71,7 +79,7 @@ pub async fn http_backend_with(name: &'static str, status: u16, delay: Duration)
             });
         }
     });
-    Backend { name, addr, hits }
+    Backend { name, addr, hits, conns }
 }
 
 pub async fn http_backend(name: &'static str) -> Backend {
@@ -89,6 +97,7 @@ pub async fn echo_backend(name: &'static str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
+    let conns = hits.clone();
     let counter = hits.clone();
     tokio::spawn(async move {
         loop {
@@ -115,7 +124,7 @@ pub async fn echo_backend(name: &'static str) -> Backend {
             });
         }
     });
-    Backend { name, addr, hits }
+    Backend { name, addr, hits, conns }
 }
 
 // ----- snapshots
