@@ -11,6 +11,7 @@ pub mod admission;
 pub mod app;
 pub mod apply;
 pub mod builtin;
+pub mod builtin_schema;
 pub mod cli;
 pub mod discovery;
 pub mod error;

@@ -150,20 +150,35 @@ fn builtin(
     }
 }
 
+/// A built-in resource checked against the schema of its Kubernetes type.
+fn typed<T: schemars::JsonSchema>(mut info: ResourceInfo) -> ResourceInfo {
+    info.versions[0].schema = Some(crate::builtin_schema::schema_of::<T>());
+    info
+}
+
 fn builtins() -> Vec<ResourceInfo> {
+    use k8s_openapi::api::{coordination, core, discovery, events};
     vec![
-        builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
-        builtin("", "v1", "services", "Service", true, &["svc"], true),
-        builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
-        builtin("", "v1", "secrets", "Secret", true, &[], false),
-        builtin("", "v1", "events", "Event", true, &["ev"], false),
-        builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true, &[], false),
-        ResourceInfo {
+        typed::<core::v1::Namespace>(builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true)),
+        typed::<core::v1::Service>(builtin("", "v1", "services", "Service", true, &["svc"], true)),
+        typed::<core::v1::ConfigMap>(builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false)),
+        typed::<core::v1::Secret>(builtin("", "v1", "secrets", "Secret", true, &[], false)),
+        typed::<core::v1::Event>(builtin("", "v1", "events", "Event", true, &["ev"], false)),
+        typed::<discovery::v1::EndpointSlice>(builtin(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            &[],
+            false,
+        )),
+        typed::<events::v1::Event>(ResourceInfo {
             conversion: Conversion::EventsV1,
             store_as: Some("/events".into()),
             ..builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false)
-        },
-        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false),
+        }),
+        typed::<coordination::v1::Lease>(builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false)),
         builtin(
             "apiextensions.k8s.io",
             "v1",

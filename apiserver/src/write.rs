@@ -216,7 +216,7 @@ impl App {
             errors.extend(builtin::validate_name(res, &name));
         }
         errors.extend(builtin::validate_metadata(&new));
-        if res.custom {
+        {
             if let Some(schema) = res.version(&scope.version).and_then(|v| v.schema.as_ref()) {
                 let found = schema::enforce(schema, &mut new);
                 errors.extend(found.errors);
@@ -235,7 +235,8 @@ impl App {
                     _ => warnings.extend(unknown),
                 }
             }
-        } else {
+        }
+        if !res.custom {
             errors.extend(builtin::prepare(res, &mut new, old_req.as_ref(), txn));
         }
         if is_crd(res) {

@@ -262,6 +262,14 @@ async fn imperative_create_commands_and_namespace_deletion() {
     assert_eq!(ports, "80:8080");
     let err = k.fails(&["-n", "nowhere", "create", "configmap", "x"], None).await;
     assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
+    // Built-in kinds are checked against their Kubernetes schema, strictly, as kubectl asks.
+    let typo =
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: api\n  namespace: team-a\nspec:\n  prots:\n  - port: 80\n";
+    let err = k.fails(&["apply", "-f", "-"], Some(typo)).await;
+    assert!(err.contains("unknown field \"spec.prots\""), "{err}");
+    let wrong_type = "apiVersion: v1\nkind: Service\nmetadata:\n  name: api\n  namespace: team-a\nspec:\n  ports:\n  - port: eighty\n";
+    let err = k.fails(&["apply", "-f", "-"], Some(wrong_type)).await;
+    assert!(err.contains("spec.ports[0].port"), "{err}");
     // Deleting a namespace deletes what is in it.
     k.ok(&["delete", "namespace", "team-a"]).await;
     let left = k.ok(&["get", "cm,secret,svc", "-A", "-o", "name"]).await;
