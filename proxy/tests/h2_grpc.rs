@@ -66,3 +66,13 @@ async fn grpc_is_routed_by_weight_and_non_ok_status_is_a_failure() {
     let fresh = grpc_call(gw).await;
     assert!(fresh == Ok("grpc-ok".into()) || fresh == Err(tonic::Code::Internal), "{fresh:?}");
 }
+
+#[tokio::test]
+async fn request_bodies_stream_through_on_both_protocols() {
+    let v1 = http_backend("web-v1").await;
+    let proxy = static_proxy(vec![split(1, &[("web-v1", 1, &[v1.addr])])]).await;
+    let body = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    for client in [http1_client(), h2_client()] {
+        assert_eq!(post(&client, proxy.gateway_addrs()[0], body.clone()).await, (200, 1 << 20));
+    }
+}

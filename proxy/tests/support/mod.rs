@@ -64,7 +64,7 @@ pub async fn http_backend_with(name: &'static str, status: u16, delay: Duration)
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let counter = counter.clone();
                     async move {
-                        let _ = req.into_body().collect().await;
+                        let received = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
                         counter.fetch_add(1, Relaxed);
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
@@ -72,6 +72,7 @@ pub async fn http_backend_with(name: &'static str, status: u16, delay: Duration)
                         let mut response = Response::new(Full::new(Bytes::from(name)));
                         *response.status_mut() = StatusCode::from_u16(status).unwrap();
                         response.headers_mut().insert("x-backend", name.parse().unwrap());
+                        response.headers_mut().insert("x-body-len", received.into());
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -235,6 +236,16 @@ pub async fn get(client: &HttpClient, addr: SocketAddr, path: &str, headers: &[(
     let (backend, error) = (header("x-backend"), header(shifter_proxy::PROXY_ERROR_HEADER));
     let _ = response.into_body().collect().await.unwrap();
     (status, backend, error)
+}
+
+/// POSTs `body` and returns the status and the length the backend says it received.
+pub async fn post(client: &HttpClient, addr: SocketAddr, body: Bytes) -> (u16, usize) {
+    let req = Request::post(format!("http://{addr}/upload")).body(Full::new(body)).unwrap();
+    let response = client.request(req).await.unwrap();
+    let status = response.status().as_u16();
+    let len = response.headers().get("x-body-len").map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+    let _ = response.into_body().collect().await.unwrap();
+    (status, len)
 }
 
 /// Sends `total` GETs over `concurrency` tasks and counts responses by `x-backend`.
