@@ -20,6 +20,7 @@
 //!
 //! `namespace` and `service` default to the parts of a `name.namespace.svc...` authority, and a
 //! backend's `namespace` to the authority's.
+//! `proxy/static-config.example.yaml` is a commented example (a unit test keeps it valid).
 
 use std::collections::BTreeMap;
 
@@ -205,6 +206,20 @@ authorities:
         assert_eq!(s.routes[0].matches[0].headers[0].name, "x-canary");
         assert_eq!(s.routes[1].backends[0].endpoints[0].port, 8081);
         assert_eq!(s.routes[1].backends[0].namespace, "shop");
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_compiles() {
+        let cfg = StaticConfig::from_yaml(include_str!("../../static-config.example.yaml"), "example").unwrap();
+        assert_eq!(cfg.snapshots.len(), 2);
+        let compiler = crate::route::Compiler {
+            metrics: Default::default(),
+            endpoints: Default::default(),
+            settings: Default::default(),
+        };
+        for s in cfg.snapshots {
+            crate::route::RouteTable::compile(s, &compiler).unwrap();
+        }
     }
 
     #[test]
