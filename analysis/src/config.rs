@@ -18,7 +18,7 @@ pub const DEFAULT_QUANTILE: f64 = 0.99;
 /// failure rates a ratio bound needs more events than a rollout ever sees; see `bench/ANALYSIS.md`.
 pub const DEFAULT_PROMOTION_MARGIN: f64 = 0.01;
 /// Stable quantiles whose bucket bounds become latency exceedance thresholds, besides the metric's.
-pub const LATENCY_THRESHOLD_QUANTILES: [f64; 2] = [0.5, 0.9];
+pub const LATENCY_THRESHOLD_QUANTILES: [f64; 2] = [0.75, 0.9];
 /// Stable requests with a latency needed before thresholds are chosen.
 pub const MIN_BASELINE_REQUESTS: u64 = 200;
 
@@ -210,7 +210,7 @@ mod tests {
         assert_eq!((c.interval_s, c.alpha, c.min_requests, c.min_duration_s), (10, 0.01, 200, 30));
         assert_eq!(c.metrics.len(), 2);
         assert_eq!(c.metrics[0].judge, Judge::ComparativeFailures { tolerance: 1.2 });
-        assert_eq!(c.metrics[1].judge, Judge::ComparativeLatency { tolerance: 1.2, quantiles: vec![0.5, 0.9, 0.99] });
+        assert_eq!(c.metrics[1].judge, Judge::ComparativeLatency { tolerance: 1.2, quantiles: vec![0.75, 0.9, 0.99] });
         assert!((c.alpha_for(0) - 0.02 / 3.0).abs() < 1e-15);
         assert!((c.alpha_for(1) - 0.01 / 3.0).abs() < 1e-15);
     }

@@ -68,9 +68,10 @@ impl BackendCounts {
         Some(LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1])
     }
 
-    /// The index of the smallest bucket bound at or above the `q`-quantile of these counts: the
-    /// exceedance threshold "slower than the stable p`q`". `None` without timed requests or when
-    /// the quantile lies in `+Inf`.
+    /// The bucket bound nearest the `q`-quantile of these counts, as a bucket index: of the bounds
+    /// just below and at or above the quantile, the one whose share of slower requests is closer to
+    /// `1 − q`. The exceedance threshold "slower than the stable p`q`". `None` without timed
+    /// requests or when the quantile lies beyond the last finite bound.
     pub fn bucket_at_quantile(&self, q: f64) -> Option<usize> {
         let total = self.timed();
         if total == 0 {
@@ -79,9 +80,14 @@ impl BackendCounts {
         let rank = q.clamp(0.0, 1.0) * total as f64;
         let mut cumulative = 0u64;
         for (i, &c) in self.latency_counts.iter().enumerate() {
+            let below = cumulative;
             cumulative += c;
             if cumulative as f64 >= rank {
-                return (i < LATENCY_BOUNDS_MS.len()).then_some(i);
+                if i >= LATENCY_BOUNDS_MS.len() {
+                    return None;
+                }
+                let closer_below = i > 0 && below > 0 && rank - below as f64 <= cumulative as f64 - rank;
+                return Some(if closer_below { i - 1 } else { i });
             }
         }
         None
@@ -145,13 +151,18 @@ mod tests {
     }
 
     #[test]
-    fn thresholds_are_bucket_bounds_at_or_above_the_quantile() {
+    fn thresholds_are_the_bucket_bounds_nearest_the_quantile() {
         // 90 fast (≤ 10 ms), 9 at ≤ 100 ms, 1 at ≤ 500 ms.
         let c = hist(&[(5, 90), (10, 9), (14, 1)]);
         assert_eq!(c.bucket_at_quantile(0.5), Some(5));
         assert_eq!(c.bucket_at_quantile(0.9), Some(5));
+        assert_eq!(c.bucket_at_quantile(0.93), Some(9));
         assert_eq!(c.bucket_at_quantile(0.95), Some(10));
         assert_eq!(c.bucket_at_quantile(0.999), Some(14));
+        // 990 requests at ≤ 300 ms and 10 beyond: p99 sits on the 300 ms bound, whichever side
+        // a few requests more or less would put the rank.
+        assert_eq!(hist(&[(12, 990), (13, 10)]).bucket_at_quantile(0.99), Some(12));
+        assert_eq!(hist(&[(12, 989), (13, 11)]).bucket_at_quantile(0.99), Some(12));
         assert_eq!(c.slower_than(5), 10);
         assert_eq!(c.slower_than(10), 1);
     }

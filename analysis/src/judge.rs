@@ -98,7 +98,7 @@ pub fn failures(name: &str, process: &RiskRatioEProcess, c: Comparison) -> Metri
     v
 }
 
-/// Comparative latency: one event process per threshold (bucket index), evidence averaged.
+/// Comparative latency: one event process per threshold (bucket index), evidence mixed.
 pub fn latency(
     name: &str,
     thresholds: &[usize],
@@ -124,7 +124,14 @@ pub fn latency(
     let describe =
         |i: usize| rates_sentence(&processes[i], &format!("slower than {} ms", LATENCY_BOUNDS_MS[thresholds[i]]));
     let harm = |p: &RiskRatioEProcess| p.harm_evidence(&LATENCY_ALTERNATIVES);
-    let evidence = processes.iter().map(harm).sum::<f64>() / processes.len() as f64;
+    // The metric's own quantile (the last threshold) carries half the weight when there are
+    // others, the lower thresholds share the rest: any weights summing to one keep an e-process.
+    let weight = |i: usize| match processes.len() {
+        1 => 1.0,
+        n if i == n - 1 => 0.5,
+        n => 0.5 / (n - 1) as f64,
+    };
+    let evidence = processes.iter().enumerate().map(|(i, p)| weight(i) * harm(p)).sum::<f64>();
     let threshold = 1.0 / c.alpha;
     if evidence >= threshold {
         let worst =

@@ -133,7 +133,9 @@ async fn a_slower_canary_fails_on_latency_exceedances() {
     let verdicts = run(&mut analyzer, &store, T0 + 600).await;
     let v = verdicts.iter().find(|v| v.result == VerdictResult::Fail).expect("a Fail");
     assert_eq!(v.per_metric[1].result, VerdictResult::Fail, "{}", v.reason);
-    assert!(v.reason.contains("latency: canary 20.0% slower than 20 ms vs stable 2.00%"), "{}", v.reason);
+    // 20 ms and 400 ms bound the same slow requests here; the reason names one of them.
+    assert!(v.reason.starts_with("latency: canary 20.0% slower than "), "{}", v.reason);
+    assert!(v.reason.contains(" ms vs stable 2.00% over "), "{}", v.reason);
 }
 
 #[tokio::test]
@@ -155,7 +157,12 @@ async fn state_survives_a_restart() {
     let c = resumed.tick(&MeshProvider::new(&store), T0 + 410).await;
     assert_eq!(a.len(), 20);
     // The same verdict, numbers and all (the JSON round trip may move a float by one ulp).
-    assert_eq!(b, c);
+    assert_eq!((b.result, &b.reason), (c.result, &c.reason));
+    for (x, y) in b.per_metric.iter().zip(&c.per_metric) {
+        assert_eq!((x.result, &x.reason), (y.result, &y.reason));
+        let (x, y) = (x.evidence.unwrap(), y.evidence.unwrap());
+        assert!((x - y).abs() <= 1e-12 * x.abs().max(1e-300), "{x} vs {y}");
+    }
     assert_eq!(uninterrupted.state().judged_until, resumed.state().judged_until);
     assert_eq!(uninterrupted.state().step_canary_requests, resumed.state().step_canary_requests);
 }
