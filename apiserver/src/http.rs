@@ -193,16 +193,20 @@ async fn resource(
     rest: &[String],
 ) -> Result<Response<Body>, ApiError> {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let (namespace, plural, name, sub) = match r.as_slice() {
+    // `/namespaces/{ns}/status` is the Namespace's own subresource, not a resource called status.
+    let (namespace, plural, tail) = match r.as_slice() {
         ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
-            (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied())
+            (Some(*ns), *plural, tail)
         }
-        [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
+        [plural, tail @ ..] => (None, *plural, tail),
         [] => return Err(not_found()),
     };
-    if rest.len() > 5 || (namespace.is_some() && rest.len() > 5) {
-        return Err(not_found());
-    }
+    let (name, sub) = match tail {
+        [] => (None, None),
+        [name] => (Some(*name), None),
+        [name, sub] => (Some(*name), Some(*sub)),
+        _ => return Err(not_found()),
+    };
     let res = app.registry.lookup(group, version, plural).ok_or_else(not_found)?;
     if namespace.is_some() && !res.namespaced {
         return Err(not_found());
