@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use shifter_crds::conditions::{condition, set_condition};
 use shifter_crds::traffic_split::BackendStatus;
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, warn};
 
 use crate::Authority;
+use crate::events::EventRecorder;
 use crate::index::{Check, Index, Key, SplitInfo, SplitReport};
 use crate::lease::Leadership;
 use crate::metrics::ControllerMetrics;
@@ -138,10 +138,7 @@ impl StatusWriter {
     }
 
     async fn run(mut self) {
-        let recorder = Recorder::new(
-            self.client.clone(),
-            Reporter { controller: FIELD_MANAGER.into(), instance: Some(self.identity.clone()) },
-        );
+        let recorder = EventRecorder::new(self.client.clone(), FIELD_MANAGER, self.identity.clone());
         let mut changes = self.index.changes();
         let mut written: HashMap<Key, TrafficSplitStatus> = HashMap::new();
         loop {
@@ -185,7 +182,7 @@ impl StatusWriter {
 
     async fn reconcile(
         &self,
-        recorder: &Recorder,
+        recorder: &EventRecorder,
         key: &Key,
         written: &mut HashMap<Key, TrafficSplitStatus>,
     ) -> Result<(), kube::Error> {
@@ -209,14 +206,7 @@ impl StatusWriter {
                 uid: info.uid.clone(),
                 ..Default::default()
             };
-            let event = Event {
-                type_: EventType::Normal,
-                reason: "WeightsChanged".into(),
-                note: Some(note),
-                action: "Route".into(),
-                secondary: None,
-            };
-            recorder.publish(&event, &reference).await?;
+            recorder.record(&reference, false, "WeightsChanged", "Route", &note).await?;
             self.metrics.events.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
