@@ -159,30 +159,116 @@ fn columns(res: &ResourceInfo, version: &str) -> Vec<Column> {
         }
         return cols;
     }
+    // The columns Kubernetes prints for the built-in kinds; `=name` paths are computed in `derived`.
     match res.plural.as_str() {
         "services" => {
             cols.push(col("Type", "string", ".spec.type", "The type of service."));
             cols.push(col("Cluster-IP", "string", ".spec.clusterIP", "The cluster IP of the service."));
-            cols.push(col("Ports", "string", ".spec.ports[*].port", "The ports of the service."));
+            cols.push(col("External-IP", "string", "=external-ip", "The external IPs of the service."));
+            cols.push(col("Port(s)", "string", "=ports", "The ports of the service."));
+        }
+        "configmaps" => cols.push(col("Data", "integer", "=data-count", "Number of data keys.")),
+        "secrets" => {
+            cols.push(col("Type", "string", ".type", "The type of secret."));
+            cols.push(col("Data", "integer", "=data-count", "Number of data keys."));
+        }
+        "endpointslices" => {
+            cols.push(col("AddressType", "string", ".addressType", "Type of address."));
+            cols.push(col("Ports", "string", ".ports[*].port", "Ports of the slice."));
+            cols.push(col("Endpoints", "string", "=endpoints", "Addresses of the endpoints."));
         }
         "namespaces" => cols.push(col("Status", "string", ".status.phase", "The phase of the namespace.")),
         "leases" => cols.push(col("Holder", "string", ".spec.holderIdentity", "The holder of the lease.")),
+        "events" => {
+            let name = Column { priority: 1, ..cols.remove(0) };
+            return vec![
+                col("Last Seen", "string", "=last-seen", "Time since the event was last seen."),
+                col("Type", "string", ".type", "Normal or Warning."),
+                col("Reason", "string", ".reason", "Why the event happened."),
+                col("Object", "string", "=object", "The object the event is about."),
+                col("Message", "string", "=message", "What happened."),
+                name,
+            ];
+        }
         _ => {}
     }
     cols.push(col("Age", "date", ".metadata.creationTimestamp", "Time since creation"));
     cols
 }
 
+fn age(stamp: Option<&Value>, now: DateTime<Utc>) -> Value {
+    match stamp.and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
+        Some(t) => json!(human_duration((now - t.with_timezone(&Utc)).num_seconds())),
+        None => Value::Null,
+    }
+}
+
+/// Cells no JSONPath can express.
+fn derived(obj: &Value, what: &str, now: DateTime<Utc>) -> Value {
+    let strs = |path: &str| -> Vec<String> {
+        evaluate(obj, path).iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
+    };
+    let none_or = |list: Vec<String>| if list.is_empty() { json!("<none>") } else { json!(list.join(",")) };
+    match what {
+        "=ports" => none_or(
+            obj.pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    match p.get("nodePort").and_then(Value::as_i64) {
+                        Some(node) => format!("{}:{node}/{proto}", p["port"]),
+                        None => format!("{}/{proto}", p["port"]),
+                    }
+                })
+                .collect(),
+        ),
+        "=external-ip" => none_or(strs(".status.loadBalancer.ingress[*].ip")),
+        "=data-count" => {
+            let count = |k: &str| obj.get(k).and_then(Value::as_object).map_or(0, |m| m.len());
+            json!(count("data") + count("binaryData"))
+        }
+        "=endpoints" => {
+            let all = strs(".endpoints[*].addresses[*]");
+            let mut shown: Vec<String> = all.iter().take(3).cloned().collect();
+            if all.len() > 3 {
+                shown.push(format!("+ {} more...", all.len() - 3));
+            }
+            none_or(shown)
+        }
+        "=object" => {
+            let r = obj.get("involvedObject").or_else(|| obj.get("regarding")).cloned().unwrap_or_default();
+            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_lowercase();
+            json!(format!("{}/{}", s("kind"), r.get("name").and_then(Value::as_str).unwrap_or("")))
+        }
+        "=message" => obj.get("message").or_else(|| obj.get("note")).cloned().unwrap_or(Value::Null),
+        "=last-seen" => {
+            let stamp = [
+                "/series/lastObservedTime",
+                "/lastTimestamp",
+                "/deprecatedLastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .find_map(|p| obj.pointer(p).filter(|v| v.is_string()));
+            age(stamp, now)
+        }
+        _ => Value::Null,
+    }
+}
+
 fn cell(obj: &Value, c: &Column, now: DateTime<Utc>) -> Value {
+    if c.path.starts_with('=') {
+        return derived(obj, &c.path, now);
+    }
     let found = evaluate(obj, &c.path);
     if found.is_empty() {
         return Value::Null;
     }
     if c.ty == "date" {
-        return match found[0].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
-            Some(t) => json!(human_duration((now - t.with_timezone(&Utc)).num_seconds())),
-            None => Value::Null,
-        };
+        return age(Some(found[0]), now);
     }
     if found.len() == 1 && matches!(c.ty.as_str(), "integer" | "number" | "boolean") {
         return found[0].clone();
@@ -257,6 +343,26 @@ mod tests {
         assert_eq!(evaluate(&o, ".spec.matches[*].name"), [&json!("a"), &json!("b")]);
         assert_eq!(evaluate(&o, ".spec.matches[1].name"), [&json!("b")]);
         assert!(evaluate(&o, ".status.split").is_empty());
+    }
+
+    #[test]
+    fn built_in_kinds_print_like_kubectl() {
+        let reg = crate::resources::Registry::default();
+        let svc = json!({"metadata": {"name": "web", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.9", "ports": [{"port": 80, "protocol": "TCP"}, {"port": 443}]}});
+        let t = table(&reg.get("", "services").unwrap(), "v1", &[svc], Include::None, json!({}));
+        let names: Vec<&str> =
+            t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age"]);
+        assert_eq!(t["rows"][0]["cells"][3], "<none>");
+        assert_eq!(t["rows"][0]["cells"][4], "80/TCP,443/TCP");
+        let ev = json!({"metadata": {"name": "web.1"}, "type": "Normal", "reason": "WeightsChanged",
+            "regarding": {"kind": "TrafficSplit", "name": "web"}, "note": "web-v1 90→50"});
+        let t = table(&reg.get("events.k8s.io", "events").unwrap(), "v1", &[ev], Include::None, json!({}));
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([null, "Normal", "WeightsChanged", "trafficsplit/web", "web-v1 90→50", "web.1"])
+        );
     }
 
     #[test]
