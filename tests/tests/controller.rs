@@ -167,6 +167,17 @@ async fn kubectl_splits_patches_and_deletes_move_routed_traffic() {
     let patch_event = events.iter().find(|n| n.contains("90→50")).unwrap();
     assert!(patch_event.contains("web-v2 10→50") && patch_event.contains("by kubectl"), "{patch_event}");
 
+    // The controller's own metrics count the proxy stream and the pushes.
+    let metrics = reqwest::get(format!("http://{}/metrics", controller.admin)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("shifter_controller_connected_proxies 1"), "{metrics}");
+    assert!(metrics.contains("shifter_controller_leader 1"));
+    let pushes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shifter_controller_snapshot_pushes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(pushes >= 3, "a snapshot per change: {pushes}");
+
     // Deleting the split returns traffic to the plain Service.
     s.cluster.kubectl_ok(&["delete", "ts", "web", "-n", "shop"]);
     wait_for_routing(proxy.gateway, &["web"]).await;
@@ -246,4 +257,50 @@ fn lease_holder(cluster: &Cluster) -> String {
         "jsonpath={.spec.holderIdentity}",
     ]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_tables_need_tls_and_the_token() {
+    use shifter_proto::v1::WatchRequest;
+    use shifter_proto::v1::destinations_client::DestinationsClient;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    let s = shop().await;
+    let controller = s.cluster.start_controller("controller-a");
+    let watch = WatchRequest { authority: AUTHORITY.into(), ..Default::default() };
+
+    // Plaintext HTTP/2 is refused at the transport.
+    let plain = Channel::from_shared(format!("http://{}", controller.grpc)).unwrap().connect().await;
+    if let Ok(channel) = plain {
+        assert!(DestinationsClient::new(channel).watch(watch.clone()).await.is_err(), "plaintext must not be served");
+    }
+
+    // TLS without a token, or with a wrong one: Unauthenticated, and no snapshot.
+    let ca = Certificate::from_pem(std::fs::read(&controller.ca).unwrap());
+    let tls = Channel::from_shared(format!("https://localhost:{}", controller.grpc.port()))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(ca))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let err = DestinationsClient::new(tls.clone()).watch(watch.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let wrong: tonic::metadata::MetadataValue<_> = "Bearer not-the-token".parse().unwrap();
+    let mut client = DestinationsClient::with_interceptor(tls.clone(), move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", wrong.clone());
+        Ok(r)
+    });
+    assert_eq!(client.watch(watch.clone()).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    // With the token the snapshot comes at once.
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", std::fs::read_to_string(&controller.token_file).unwrap().trim()).parse().unwrap();
+    let mut client = DestinationsClient::with_interceptor(tls, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", token.clone());
+        Ok(r)
+    });
+    let snapshot = client.watch(watch).await.unwrap().into_inner().message().await.unwrap().unwrap();
+    assert!(snapshot.exists);
+    drop(s.web);
 }
