@@ -155,13 +155,17 @@ impl Analyzer {
         let stable = provider.counts(&target, &target.stable, from, to).await;
         let window = match (canary, stable) {
             (Ok(canary), Ok(stable)) => WindowCounts { canary, stable },
-            (Err(e), _) | (_, Err(e)) => {
-                let result = if e.is_missing_data() { VerdictResult::Inconclusive } else { VerdictResult::Error };
-                if result == VerdictResult::Inconclusive {
-                    // Nothing there to judge; move on rather than asking again.
+            (canary, stable) => {
+                let failed = [(&target.canary, "canary", canary.err()), (&target.stable, "stable", stable.err())];
+                let errors: Vec<_> = failed.into_iter().filter_map(|(b, role, e)| e.map(|e| (b, role, e))).collect();
+                let missing_only = errors.iter().all(|(_, _, e)| e.is_missing_data());
+                let result = if missing_only { VerdictResult::Inconclusive } else { VerdictResult::Error };
+                if missing_only {
+                    // The source answered and had nothing for this span; move on rather than ask again.
                     self.state.judged_until = to;
                 }
-                let reason = format!("{} / {}: {e}", target.canary, target.stable);
+                let reason =
+                    errors.iter().map(|(b, role, e)| format!("{role} {b}: {e}")).collect::<Vec<_>>().join("; ");
                 return Verdict::uniform(&names, result, &reason, from, to);
             }
         };

@@ -52,6 +52,18 @@ pub enum AnyProvider<M: mesh::MeshSource> {
     Prometheus(prometheus::PrometheusProvider),
 }
 
+impl<M: mesh::MeshSource> AnyProvider<M> {
+    /// The provider a Canary's `spec.analysis.provider` names; `mesh` reads from `source`.
+    pub fn from_spec(spec: &shifter_crds::canary::Provider, source: M) -> Result<Self, crate::error::ConfigError> {
+        match spec.kind {
+            shifter_crds::canary::ProviderKind::Mesh => Ok(AnyProvider::Mesh(mesh::MeshProvider::new(source))),
+            shifter_crds::canary::ProviderKind::Prometheus => {
+                prometheus::PrometheusProvider::from_spec(spec).map(AnyProvider::Prometheus)
+            }
+        }
+    }
+}
+
 impl<M: mesh::MeshSource> MetricsProvider for AnyProvider<M> {
     async fn counts(
         &self,

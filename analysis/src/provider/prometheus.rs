@@ -147,12 +147,16 @@ impl PrometheusProvider {
                     attempts,
                 }
             } else {
-                ProviderError::Unreachable { address: address.clone(), attempts, detail: error_chain(&e) }
+                ProviderError::Unreachable { address: address.clone(), attempts, detail: error_chain(&e.without_url()) }
             })
         })?;
         let status = response.status();
         let body = response.text().await.map_err(|e| {
-            Retry::Yes(ProviderError::Unreachable { address: address.clone(), attempts, detail: error_chain(&e) })
+            Retry::Yes(ProviderError::Unreachable {
+                address: address.clone(),
+                attempts,
+                detail: error_chain(&e.without_url()),
+            })
         })?;
         let parsed: Result<ApiResponse, _> = serde_json::from_str(&body);
         match parsed {

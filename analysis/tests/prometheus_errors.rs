@@ -1,0 +1,121 @@
+//! How the Prometheus provider fails: each failure is told apart, retried when it may pass, and
+//! turned into an Error verdict (never Pass or Fail) by the analyzer. No Prometheus needed: a
+//! loopback server plays a broken one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use shifter_analysis::{
+    Analyzer, AnalyzerConfig, AnyProvider, BackendCounts, MeshSource, MetricsProvider, PrometheusConfig,
+    PrometheusProvider, ProviderError, Target, VerdictResult,
+};
+use shifter_crds::canary::{Provider, ProviderKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn target() -> Target {
+    Target { namespace: "shop".into(), service: "web".into(), stable: "web-v1".into(), canary: "web-v2".into() }
+}
+
+/// A server answering every request with `status` and `body`, or never answering when `status` is
+/// 0; returns its address and a request counter.
+async fn broken(status: u16, body: &'static str) -> (String, Arc<AtomicU32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicU32::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                if status == 0 {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (address, requests)
+}
+
+fn provider(address: &str) -> PrometheusProvider {
+    let mut config = PrometheusConfig::new(address);
+    config.timeout = Duration::from_millis(300);
+    config.attempts = 3;
+    config.backoff = Duration::from_millis(10);
+    config.min_window_s = 10;
+    PrometheusProvider::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_after_every_attempt() {
+    let (address, requests) = broken(0, "").await;
+    let err = provider(&address).counts(&target(), "web-v2", 0, 10).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Timeout { timeout_ms: 300, attempts: 3, .. }), "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    assert!(!err.is_missing_data());
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_bad_queries_are_not() {
+    let (address, requests) = broken(503, "overloaded").await;
+    let err = provider(&address).custom("up", &target(), 0, 10).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("metrics source {address} answered HTTP 503: overloaded"));
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+
+    let body = r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#;
+    let (address, requests) = broken(400, body).await;
+    let err = provider(&address).custom("sum(", &target(), 0, 10).await.unwrap_err();
+    assert_eq!(err.to_string(), "query rejected (bad_data): parse error at char 5; query: sum(");
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_empty_answer_is_inconclusive_and_a_broken_one_is_an_error() {
+    let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    let (address, _) = broken(200, empty).await;
+    let mut analyzer = Analyzer::new(AnalyzerConfig::defaults(target()), 0);
+    let v = analyzer.tick(&provider(&address), 10).await;
+    assert_eq!(v.result, VerdictResult::Inconclusive, "{}", v.reason);
+    assert!(v.reason.starts_with("canary web-v2: query returned no series"), "{}", v.reason);
+    assert!(v.reason.contains("; stable web-v1: query returned no series"), "{}", v.reason);
+    assert_eq!(analyzer.state().judged_until, 10);
+
+    let (address, _) = broken(200, "<html>not prometheus</html>").await;
+    let v = analyzer.tick(&provider(&address), 20).await;
+    assert_eq!(v.result, VerdictResult::Error, "{}", v.reason);
+    assert!(v.reason.contains("answered HTTP 200"), "{}", v.reason);
+    assert_eq!(analyzer.state().judged_until, 10);
+}
+
+struct NoMesh;
+
+impl MeshSource for NoMesh {
+    fn counts(&self, _: &str, _: &str, _: &str, _: i64, _: i64) -> BackendCounts {
+        BackendCounts::default()
+    }
+}
+
+#[test]
+fn the_canary_spec_chooses_the_provider() {
+    let mesh = AnyProvider::from_spec(&Provider::default(), NoMesh).ok().unwrap();
+    assert!(matches!(mesh, AnyProvider::Mesh(_)));
+    let spec = Provider { kind: ProviderKind::Prometheus, address: Some("http://prometheus:9090/".into()) };
+    match AnyProvider::from_spec(&spec, NoMesh).ok().unwrap() {
+        AnyProvider::Prometheus(p) => assert_eq!(p.config().address, "http://prometheus:9090"),
+        AnyProvider::Mesh(_) => panic!("expected prometheus"),
+    }
+    let spec = Provider { kind: ProviderKind::Prometheus, address: None };
+    let err = AnyProvider::from_spec(&spec, NoMesh).err().unwrap();
+    assert!(err.to_string().starts_with("spec.analysis.provider.address: "), "{err}");
+}
