@@ -57,6 +57,15 @@ def beta_mixture_bf_numeric(e_c, e_b, s, a, b):
     return math.log(value)
 
 
+def mann_whitney(canary, stable):
+    """U and the tie-corrected normal approximation from scipy on the expanded samples: bucket k's
+    requests all take the value k, so every bucket is a tie group."""
+    x = np.repeat(np.arange(len(canary)), canary)
+    y = np.repeat(np.arange(len(stable)), stable)
+    res = stats.mannwhitneyu(x, y, alternative="greater", method="asymptotic", use_continuity=False)
+    return {"u": float(res.statistic), "z": float(stats.norm.isf(res.pvalue))}
+
+
 windows_harm = [(50, 3, 950, 1), (48, 2, 952, 2), (100, 4, 900, 3), (0, 0, 1000, 2), (200, 0, 800, 1)]
 windows_shared = [(50, 15, 950, 285), (55, 17, 945, 280)]
 windows_steps = [(50, 1, 950, 9), (100, 2, 900, 8), (200, 1, 800, 9), (500, 6, 500, 5)]
@@ -86,6 +95,14 @@ values = {
         for x, m, sg in [(300, 60, math.log(5) / stats.norm.ppf(0.99)), (100, 60, 0.7), (5, 60, 0.7), (2000, 240, 0.69)]
     ],
     "normal_quantile": [[q, float(stats.norm.ppf(q))] for q in (0.98, 0.99)],
+    "mann_whitney": [
+        {"canary": c, "stable": b, **mann_whitney(c, b)}
+        for c, b in [
+            ([0, 3, 10, 4, 1], [5, 40, 60, 20, 2]),
+            ([1, 1, 1, 1, 1], [2, 2, 2, 2, 2]),
+            ([0, 0, 2, 9, 30], [30, 9, 2, 0, 0]),
+        ]
+    ],
 }
 
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "values.json")

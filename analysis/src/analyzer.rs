@@ -9,6 +9,7 @@ use crate::counts::{BackendCounts, LATENCY_BUCKETS, WindowCounts, thousands};
 use crate::eprocess::RiskRatioEProcess;
 use crate::error::{ConfigError, ProviderError};
 use crate::judge::{self, Comparison};
+use crate::latency::MannWhitney;
 use crate::provider::{MetricsProvider, render_template};
 use crate::verdict::{MetricVerdict, Verdict, VerdictResult};
 
@@ -25,6 +26,11 @@ pub enum MetricState {
         processes: Vec<RiskRatioEProcess>,
         /// Stable latency counts gathered to choose thresholds; emptied once they are chosen.
         baseline: Vec<u64>,
+        /// Judged latency histograms since the thresholds were chosen, to explain verdicts.
+        #[serde(default)]
+        canary_buckets: Vec<u64>,
+        #[serde(default)]
+        stable_buckets: Vec<u64>,
     },
     /// Absolute judges look at one window at a time and keep nothing.
     Window,
@@ -60,9 +66,13 @@ impl Analyzer {
             .iter()
             .map(|m| match &m.judge {
                 Judge::ComparativeFailures { .. } => MetricState::Failures { process: RiskRatioEProcess::new() },
-                Judge::ComparativeLatency { .. } => {
-                    MetricState::Latency { thresholds: Vec::new(), processes: Vec::new(), baseline: Vec::new() }
-                }
+                Judge::ComparativeLatency { .. } => MetricState::Latency {
+                    thresholds: Vec::new(),
+                    processes: Vec::new(),
+                    baseline: Vec::new(),
+                    canary_buckets: Vec::new(),
+                    stable_buckets: Vec::new(),
+                },
                 _ => MetricState::Window,
             })
             .collect();
@@ -118,7 +128,7 @@ impl Analyzer {
         for (metric, state) in self.config.metrics.iter().zip(self.state.metrics.iter_mut()) {
             if let (
                 Judge::ComparativeLatency { quantiles, .. },
-                MetricState::Latency { thresholds, processes, baseline },
+                MetricState::Latency { thresholds, processes, baseline, .. },
             ) = (&metric.judge, state)
                 && thresholds.is_empty()
             {
@@ -203,13 +213,15 @@ impl Analyzer {
                         process.observe(c.requests, c.failures, s.requests, s.failures)
                     }
                     (
-                        MetricState::Latency { thresholds, processes, baseline },
+                        MetricState::Latency { thresholds, processes, baseline, canary_buckets, stable_buckets },
                         Judge::ComparativeLatency { quantiles, .. },
                     ) => {
                         if thresholds.is_empty() {
                             add_into(baseline, &s.latency_counts);
                             choose_thresholds(quantiles, thresholds, processes, baseline);
                         } else {
+                            add_into(canary_buckets, &c.latency_counts);
+                            add_into(stable_buckets, &s.latency_counts);
                             for (t, p) in thresholds.iter().zip(processes.iter_mut()) {
                                 p.observe(c.timed(), c.slower_than(*t), s.timed(), s.slower_than(*t));
                             }
@@ -246,11 +258,12 @@ impl Analyzer {
                     }
                     (
                         Judge::ComparativeLatency { tolerance, .. },
-                        MetricState::Latency { thresholds, processes, baseline },
+                        MetricState::Latency { thresholds, processes, baseline, canary_buckets, stable_buckets },
                     ) => {
                         let seen = baseline.iter().sum();
                         let c = self.comparison(alpha, *tolerance);
-                        judge::latency(name, thresholds, processes, seen, MIN_BASELINE_REQUESTS, c)
+                        let v = judge::latency(name, thresholds, processes, seen, MIN_BASELINE_REQUESTS, c);
+                        with_mann_whitney(v, canary_buckets, stable_buckets)
                     }
                     (Judge::MinSuccessRate { min_percent }, _) => judge::min_success_rate(name, c, *min_percent),
                     (Judge::MaxLatency { quantile, max_ms }, _) => judge::max_latency(name, c, *quantile, *max_ms),
@@ -291,6 +304,20 @@ impl Analyzer {
             ..verdict
         }
     }
+}
+
+/// Adds how often a canary request was slower than a stable one to a judged latency verdict.
+fn with_mann_whitney(mut verdict: MetricVerdict, canary: &[u64], stable: &[u64]) -> MetricVerdict {
+    // Only verdicts that judged evidence; "no data yet" stays short.
+    if let Some(mw) = MannWhitney::from_buckets(canary, stable)
+        && verdict.evidence.is_some()
+    {
+        verdict.reason.push_str(&format!(
+            "; a canary request is slower than a stable one in {:.1}% of pairs (50% = same)",
+            100.0 * mw.theta
+        ));
+    }
+    verdict
 }
 
 fn add_into(into: &mut Vec<u64>, from: &[u64]) {

@@ -15,6 +15,7 @@ pub mod counts;
 pub mod eprocess;
 pub mod error;
 pub mod judge;
+pub mod latency;
 pub mod provider;
 pub mod simulate;
 pub mod verdict;

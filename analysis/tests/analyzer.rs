@@ -136,6 +136,8 @@ async fn a_slower_canary_fails_on_latency_exceedances() {
     // 20 ms and 400 ms bound the same slow requests here; the reason names one of them.
     assert!(v.reason.starts_with("latency: canary 20.0% slower than "), "{}", v.reason);
     assert!(v.reason.contains(" ms vs stable 2.00% over "), "{}", v.reason);
+    // θ = 0.8 × 0.98 / 2 + 0.2 × (0.98 + 0.02 / 2): same-bucket pairs count half.
+    assert!(v.reason.ends_with("slower than a stable one in 59.0% of pairs (50% = same)"), "{}", v.reason);
 }
 
 #[tokio::test]

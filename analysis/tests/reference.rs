@@ -5,6 +5,7 @@ use serde_json::Value;
 use shifter_analysis::eprocess::{
     FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, RiskRatioEProcess, ln_beta_mixture_bayes_factor, rate_upper_bound,
 };
+use shifter_analysis::latency::MannWhitney;
 use shifter_analysis::simulate::{Z_98, Z_99, lognormal_cdf};
 
 fn values() -> Value {
@@ -96,4 +97,15 @@ fn simulation_distributions_match_scipy() {
     let q = all["normal_quantile"].as_array().unwrap();
     close(Z_98, f(&q[0][1]), 1e-14, "z 0.98");
     close(Z_99, f(&q[1][1]), 1e-14, "z 0.99");
+}
+
+#[test]
+fn mann_whitney_from_buckets_matches_scipy_on_expanded_samples() {
+    for row in values()["mann_whitney"].as_array().unwrap() {
+        let counts = |k: &str| -> Vec<u64> { row[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect() };
+        let mw = MannWhitney::from_buckets(&counts("canary"), &counts("stable")).unwrap();
+        close(mw.u, f(&row["u"]), 1e-12, "U");
+        let z = f(&row["z"]);
+        assert!((mw.z() - z).abs() <= 1e-6 * z.abs().max(1.0), "z {} vs scipy {z}", mw.z());
+    }
 }
