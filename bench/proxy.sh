@@ -44,6 +44,7 @@ BIN=$PWD/target/release/shifter
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
+  [[ -f "$WORK/nginx.pid" ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
@@ -65,7 +66,7 @@ http {
   server { listen $H2_BACKEND2 http2; location / { return 200 "api-v2\n"; } }
 }
 NGINX
-PIN $LOADGEN_CPU nginx -c "$WORK/nginx.conf" -p "$WORK" &
+nice -n "$NICE" taskset -c $LOADGEN_CPU nginx -c "$WORK/nginx.conf" -p "$WORK" &
 PIDS+=($!)
 
 cat >"$WORK/proxy.yaml" <<YAML
