@@ -3,7 +3,9 @@
 //! they started with (they hold an `Arc` to it), so nothing in flight is dropped by a swap.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use shifter_proto::v1::{AppliedSnapshot, Snapshot};
@@ -20,11 +22,20 @@ pub(crate) struct Destination {
     /// What clients dial, normalised (the key the proxy watches).
     pub authority: String,
     table: watch::Sender<Option<Arc<RouteTable>>>,
+    /// Whether the controller stream for this authority is up (always false for static ones).
+    pub streaming: AtomicBool,
+    /// When the current table was applied, milliseconds since the Unix epoch.
+    applied_at_ms: AtomicI64,
 }
 
 impl Destination {
     fn new(authority: String) -> Self {
-        Self { authority, table: watch::Sender::new(None) }
+        Self {
+            authority,
+            table: watch::Sender::new(None),
+            streaming: AtomicBool::new(false),
+            applied_at_ms: AtomicI64::new(0),
+        }
     }
 
     pub fn current(&self) -> Option<Arc<RouteTable>> {
@@ -74,6 +85,8 @@ impl Destinations {
     pub fn apply(&self, dest: &Destination, snapshot: Snapshot) -> Result<(), RouteError> {
         let table = RouteTable::compile(snapshot, &self.compiler)?;
         dest.table.send_replace(Some(Arc::new(table)));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        dest.applied_at_ms.store(i64::try_from(now).unwrap_or(i64::MAX), Relaxed);
         Ok(())
     }
 
@@ -141,19 +154,28 @@ impl Destinations {
     /// Current snapshots and versions as JSON, for the admin config dump.
     pub fn dump(&self) -> Value {
         let map = self.map.read().expect("destinations lock");
-        let mut by_dest: BTreeMap<String, (Vec<String>, Option<Arc<RouteTable>>)> = BTreeMap::new();
+        let mut by_dest: BTreeMap<String, (Vec<String>, Arc<Destination>)> = BTreeMap::new();
         for (key, dest) in map.iter() {
-            let entry = by_dest.entry(dest.authority.clone()).or_insert_with(|| (Vec::new(), dest.current()));
+            let entry = by_dest.entry(dest.authority.clone()).or_insert_with(|| (Vec::new(), dest.clone()));
             entry.0.push(key.clone());
         }
+        let controller = self.controller.is_some();
         let authorities: Vec<Value> = by_dest
             .into_iter()
-            .map(|(authority, (mut keys, table))| {
+            .map(|(authority, (mut keys, dest))| {
                 keys.sort();
+                let stream = match (controller, dest.streaming.load(Relaxed)) {
+                    (false, _) => "static",
+                    (true, true) => "up",
+                    // Serving the last snapshot (fail-static) while reconnecting.
+                    (true, false) => "down",
+                };
                 json!({
                     "authority": authority,
                     "dialled_as": keys,
-                    "snapshot": table.map(|t| snapshot_json(&t.snapshot)),
+                    "controller_stream": stream,
+                    "applied_at_unix_ms": dest.applied_at_ms.load(Relaxed),
+                    "snapshot": dest.current().map(|t| snapshot_json(&t.snapshot)),
                 })
             })
             .collect();

@@ -40,8 +40,11 @@ async fn traffic_survives_the_controller_and_a_snapshot_after_it_returns_applies
     let proxy = start_proxy(source(&controller), test_settings()).await;
     let (gw, admin, client) = (proxy.gateway_addrs()[0], proxy.admin_addr().unwrap(), http1_client());
     eventually("version 7 applied", || async { applied_version(admin).await == 7 }).await;
+    assert_eq!(config_entry(admin).await["controller_stream"], "up");
 
     controller.stop().await;
+    eventually("the dump shows the stream down", || async { config_entry(admin).await["controller_stream"] == "down" })
+        .await;
     let seen = spread(&client, gw, 200, 4).await;
     assert_eq!(seen.get("200 web-v1"), Some(&200), "fail-static: {seen:?}");
     assert_eq!(applied_version(admin).await, 7);
@@ -50,6 +53,7 @@ async fn traffic_survives_the_controller_and_a_snapshot_after_it_returns_applies
     controller.set(split(1, &[("web-v2", 1, &[v2.addr])]));
     controller.restart().await;
     eventually("snapshot after reconnect applied", || async { applied_version(admin).await == 1 }).await;
+    assert_eq!(config_entry(admin).await["controller_stream"], "up");
     let seen = spread(&client, gw, 50, 2).await;
     assert_eq!(seen.get("200 web-v2"), Some(&50), "{seen:?}");
 }

@@ -4,6 +4,7 @@
 //! authority's whole table.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rand::Rng;
@@ -94,6 +95,7 @@ pub(crate) async fn watch_authority(dests: Arc<Destinations>, dest: Arc<Destinat
                     match stream.message().await {
                         Ok(Some(snapshot)) => {
                             attempt = 0;
+                            dest.streaming.store(true, Relaxed);
                             let version = snapshot.version;
                             match dests.apply(&dest, snapshot) {
                                 Ok(()) => info!(authority = %dest.authority, version, "applied snapshot"),
@@ -117,6 +119,7 @@ pub(crate) async fn watch_authority(dests: Arc<Destinations>, dest: Arc<Destinat
                 debug!(code = ?status.code(), message = status.message(), authority = %dest.authority, "controller unavailable");
             }
         }
+        dest.streaming.store(false, Relaxed);
         tokio::time::sleep(backoff(settings.backoff_base, settings.backoff_max, attempt)).await;
         attempt = attempt.saturating_add(1);
     }

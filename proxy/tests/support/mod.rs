@@ -310,15 +310,14 @@ where
     panic!("gave up waiting: {what}");
 }
 
-/// The snapshot version the proxy's config dump shows for [`AUTHORITY`].
-pub async fn applied_version(admin: SocketAddr) -> u64 {
+/// The proxy's config dump entry for [`AUTHORITY`] (null when absent).
+pub async fn config_entry(admin: SocketAddr) -> serde_json::Value {
     let (_, body) = admin_get(admin, "/config").await;
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    doc["authorities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["authority"] == AUTHORITY)
-        .and_then(|a| a["snapshot"]["version"].as_u64())
-        .unwrap_or(0)
+    doc["authorities"].as_array().unwrap().iter().find(|a| a["authority"] == AUTHORITY).cloned().unwrap_or_default()
+}
+
+/// The snapshot version the proxy's config dump shows for [`AUTHORITY`].
+pub async fn applied_version(admin: SocketAddr) -> u64 {
+    config_entry(admin).await["snapshot"]["version"].as_u64().unwrap_or(0)
 }
