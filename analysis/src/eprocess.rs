@@ -56,6 +56,13 @@ pub struct RiskRatioEProcess {
     pub stable_events: u64,
     /// Windows that carried information (both versions had requests and somebody had an event).
     pub informative_windows: u64,
+    /// Canary requests in windows where stable had requests too, and the events the canary would
+    /// have had there at stable's rate of each window: a reference rate that weight steps and
+    /// incidents cannot skew (totals over windows with different shares can, Simpson-style).
+    #[serde(default)]
+    pub matched_canary_requests: u64,
+    #[serde(default)]
+    pub matched_expected_events: f64,
 }
 
 impl Default for RiskRatioEProcess {
@@ -67,6 +74,8 @@ impl Default for RiskRatioEProcess {
             stable_requests: 0,
             stable_events: 0,
             informative_windows: 0,
+            matched_canary_requests: 0,
+            matched_expected_events: 0.0,
         }
     }
 }
@@ -85,6 +94,10 @@ impl RiskRatioEProcess {
         self.canary_events += e_c;
         self.stable_requests += stable_requests;
         self.stable_events += e_b;
+        if stable_requests > 0 {
+            self.matched_canary_requests += canary_requests;
+            self.matched_expected_events += canary_requests as f64 * e_b as f64 / stable_requests as f64;
+        }
         if canary_requests == 0 || stable_requests == 0 || e_c + e_b == 0 {
             return;
         }
@@ -148,6 +161,12 @@ impl RiskRatioEProcess {
             }
         }
         bound
+    }
+
+    /// Stable's event rate weighted by the canary's requests in each window: the rate the canary
+    /// would show if it behaved like stable. `None` before any window with both versions.
+    pub fn matched_stable_rate(&self) -> Option<f64> {
+        (self.matched_canary_requests > 0).then(|| self.matched_expected_events / self.matched_canary_requests as f64)
     }
 
     /// The observed event rates (canary, stable), `None` for a version without requests.
@@ -271,6 +290,17 @@ mod tests {
         let upper = e.upper_bound(0.01).unwrap();
         assert!(upper > 1.0 && upper < 1.2, "{upper}");
         assert!(e.harm_evidence(&FAILURE_ALTERNATIVES) < 1.0);
+    }
+
+    #[test]
+    fn the_matched_stable_rate_follows_the_canary_through_weight_steps() {
+        // An incident (50% failures) while the canary had 1% of traffic, then a clean 50/50 step:
+        // stable's overall rate is inflated, the rate the canary should be held to is not.
+        let mut e = RiskRatioEProcess::new();
+        e.observe(10, 5, 990, 495);
+        e.observe(1000, 0, 1000, 0);
+        assert!((e.rates().1.unwrap() - 495.0 / 1990.0).abs() < 1e-12);
+        assert!((e.matched_stable_rate().unwrap() - 5.0 / 1010.0).abs() < 1e-12);
     }
 
     #[test]

@@ -40,15 +40,16 @@ fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, spl
         return Finding::Safe { how: format!("risk ratio ≤ {u:.2} ≤ tolerance {}", c.tolerance) };
     }
     let rate_bound = rate_upper_bound(process.canary_events, process.canary_requests, a);
-    if let (_, Some(stable)) = process.rates()
+    if let Some(stable) = process.matched_stable_rate()
         && process.canary_requests > 0
         && rate_bound <= stable * c.tolerance + c.margin
     {
         return Finding::Safe {
             how: format!(
-                "canary rate ≤ {} ≤ {} × stable + {} margin",
+                "canary rate ≤ {} ≤ {} × stable's {} (in the canary's windows) + {} margin",
                 percent(rate_bound),
                 c.tolerance,
+                percent(stable),
                 percent(c.margin)
             ),
         };
@@ -72,6 +73,11 @@ fn evidence_text(evidence: f64) -> String {
     if evidence >= 1e6 { format!("{evidence:.2e}") } else { format!("{evidence:.1}") }
 }
 
+/// The evidence a Fail needs, `1/α`, as a whole number.
+fn level_text(threshold: f64) -> String {
+    format!("{threshold:.0}")
+}
+
 /// Comparative success rate: failures as the events.
 pub fn failures(name: &str, process: &RiskRatioEProcess, c: Comparison) -> MetricVerdict {
     if process.canary_requests == 0 {
@@ -81,9 +87,9 @@ pub fn failures(name: &str, process: &RiskRatioEProcess, c: Comparison) -> Metri
     let threshold = 1.0 / c.alpha;
     let mut v = match examine(process, &FAILURE_ALTERNATIVES, c, 1.0) {
         Finding::Harm { evidence } => {
-            let mut reason = format!("{rates}; evidence {} ≥ {}", evidence_text(evidence), evidence_text(threshold));
+            let mut reason = format!("{rates}; evidence {} ≥ {}", evidence_text(evidence), level_text(threshold));
             if let Some(l) = process.lower_bound(c.alpha, &FAILURE_ALTERNATIVES) {
-                reason.push_str(&format!(" (canary fails ≥ {l:.1}× as often)"));
+                reason.push_str(&format!(" (canary fails more than {l:.1}× as often)"));
             }
             MetricVerdict { evidence: Some(evidence), ..MetricVerdict::new(name, VerdictResult::Fail, reason) }
         }
@@ -91,7 +97,11 @@ pub fn failures(name: &str, process: &RiskRatioEProcess, c: Comparison) -> Metri
         Finding::Open { evidence, how } => MetricVerdict::new(
             name,
             VerdictResult::Inconclusive,
-            format!("{rates}; evidence {} < {}; not yet shown safe: {how}", evidence_text(evidence), threshold),
+            format!(
+                "{rates}; evidence {} < {}; not yet shown safe: {how}",
+                evidence_text(evidence),
+                level_text(threshold)
+            ),
         ),
     };
     v.evidence = Some(process.harm_evidence(&FAILURE_ALTERNATIVES));
@@ -136,8 +146,7 @@ pub fn latency(
     if evidence >= threshold {
         let worst =
             (0..processes.len()).max_by(|a, b| harm(&processes[*a]).total_cmp(&harm(&processes[*b]))).unwrap_or(0);
-        let reason =
-            format!("{}; evidence {} ≥ {}", describe(worst), evidence_text(evidence), evidence_text(threshold));
+        let reason = format!("{}; evidence {} ≥ {}", describe(worst), evidence_text(evidence), level_text(threshold));
         return MetricVerdict { evidence: Some(evidence), ..MetricVerdict::new(name, VerdictResult::Fail, reason) };
     }
     // Promotion is judged where the user asked: the metric's own quantile, the highest threshold.
@@ -152,13 +161,13 @@ pub fn latency(
                 "{}; evidence {} < {}; not yet shown safe: {how}",
                 describe(last),
                 evidence_text(evidence),
-                threshold
+                level_text(threshold)
             ),
         ),
         Finding::Harm { .. } => MetricVerdict::new(
             name,
             VerdictResult::Inconclusive,
-            format!("{}; evidence {} < {}", describe(last), evidence_text(evidence), threshold),
+            format!("{}; evidence {} < {}", describe(last), evidence_text(evidence), level_text(threshold)),
         ),
     };
     MetricVerdict { evidence: Some(evidence), ..verdict }
