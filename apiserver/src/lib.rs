@@ -13,6 +13,7 @@ pub mod apply;
 pub mod builtin;
 pub mod builtin_schema;
 pub mod cli;
+pub mod delete;
 pub mod discovery;
 pub mod error;
 pub mod events;
