@@ -20,6 +20,10 @@ pub struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Another DNS name or IP the serving certificate must cover (repeatable), for clients that
+    /// reach the server other than over loopback.
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -28,6 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.kubeconfig_out = args.kubeconfig_out;
     config.max_body_bytes = args.max_body_bytes;
+    config.tls_sans = args.tls_sans;
     let server = ApiServer::start(config).await?;
     println!("shifter API server listening on {}", server.url());
     println!("kubeconfig: {}", server.kubeconfig_path().display());

@@ -38,6 +38,8 @@ pub struct Config {
     pub admission: AdmissionChain,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_every: Duration,
+    /// Extra names or IPs the serving certificate is valid for (loopback always is).
+    pub tls_sans: Vec<String>,
 }
 
 impl Config {
@@ -50,6 +52,7 @@ impl Config {
             token: None,
             admission: AdmissionChain::shifter(),
             bookmark_every: Duration::from_secs(30),
+            tls_sans: Vec::new(),
         }
     }
 
@@ -112,6 +115,7 @@ impl ApiServer {
         if !addr.ip().is_unspecified() && !hosts.contains(&addr.ip().to_string()) {
             hosts.push(addr.ip().to_string());
         }
+        hosts.extend(config.tls_sans.iter().filter(|s| !s.is_empty()).cloned());
         let certs = tls::certificates(&dir, &hosts)?;
         let token = match &config.token {
             Some(t) => t.clone(),

@@ -1,6 +1,7 @@
-//! The write verbs: create, update (object or status), the four patch types, delete (with
-//! finalizers and owner-reference cascade) and deletecollection. Each runs as one store
-//! transaction, so a rejected write changes nothing.
+//! The write verbs but deletion ([`crate::delete`]): create, update (object or status) and the
+//! four patch types, all through one pipeline (`finalize`) that applies the server's metadata
+//! rules, schema, admission, generation and managedFields. Each runs as one store transaction,
+//! so a rejected write changes nothing.
 
 use chrono::{SecondsFormat, Utc};
 use rand::Rng;
