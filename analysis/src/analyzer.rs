@@ -1,5 +1,27 @@
 //! The analyzer the canary controller calls every tick. It owns the sequential evidence of one
 //! rollout, which is small and serialisable so a restarted controller resumes where it stopped.
+//!
+//! ```no_run
+//! use shifter_analysis::{Analyzer, AnalyzerConfig, AnyProvider, BackendCounts, MeshSource, Target};
+//! use shifter_crds::canary::Analysis;
+//!
+//! struct Telemetry; // the controller's store
+//! impl MeshSource for Telemetry {
+//!     fn counts(&self, _ns: &str, _svc: &str, _backend: &str, _from: i64, _to: i64) -> BackendCounts {
+//!         BackendCounts::default()
+//!     }
+//! }
+//!
+//! # async fn rollout(spec: Analysis, started_at: i64, now: i64) -> Result<(), Box<dyn std::error::Error>> {
+//! let target = Target { namespace: "shop".into(), service: "web".into(), stable: "web-v1".into(), canary: "web-v2".into() };
+//! let provider = AnyProvider::from_spec(&spec.provider, Telemetry)?;
+//! let mut analyzer = Analyzer::new(AnalyzerConfig::from_analysis(target, &spec)?, started_at);
+//! let verdict = analyzer.tick(&provider, now).await; // every `interval`
+//! println!("{:?}: {}", verdict.result, verdict.reason);
+//! let saved = serde_json::to_string(analyzer.state())?; // keep with the Canary's status
+//! analyzer.reset_for_step(now); // after changing the weight
+//! # let _ = saved; Ok(()) }
+//! ```
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -48,6 +70,9 @@ pub struct AnalyzerState {
     pub step_canary_requests: u64,
     /// Whether stable's latency before the rollout has been looked up.
     pub baseline_checked: bool,
+    /// Error verdicts in a row (the metrics source failing); the controller rolls back past its limit.
+    #[serde(default)]
+    pub consecutive_errors: u32,
     pub metrics: Vec<MetricState>,
 }
 
@@ -82,6 +107,7 @@ impl Analyzer {
             step_started_at: started_at,
             step_canary_requests: 0,
             baseline_checked: false,
+            consecutive_errors: 0,
             metrics,
         };
         Analyzer { config, state }
@@ -142,6 +168,16 @@ impl Analyzer {
     /// Fetches the window since the last tick from `provider` and judges it. `now_unix_s` should
     /// be the end of complete data (the controller subtracts its telemetry flush delay).
     pub async fn tick<P: MetricsProvider>(&mut self, provider: &P, now_unix_s: i64) -> Verdict {
+        let verdict = self.fetch_and_judge(provider, now_unix_s).await;
+        if verdict.result == VerdictResult::Error {
+            self.state.consecutive_errors += 1;
+        } else {
+            self.state.consecutive_errors = 0;
+        }
+        verdict
+    }
+
+    async fn fetch_and_judge<P: MetricsProvider>(&mut self, provider: &P, now_unix_s: i64) -> Verdict {
         let names = self.config.metric_names();
         let (from, to) = (self.state.judged_until, now_unix_s);
         let min_window = provider.min_window_s().max(1);

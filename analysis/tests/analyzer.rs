@@ -220,4 +220,7 @@ async fn a_down_metrics_source_is_an_error_and_its_window_is_kept() {
     assert!(v.per_metric.iter().all(|m| m.result == VerdictResult::Error));
     // Nothing was judged: the next tick asks for the whole span again.
     assert_eq!(analyzer.state().judged_until, T0);
+    let v = analyzer.tick(&provider, T0 + 20).await;
+    assert_eq!((v.window_from, v.window_to), (T0, T0 + 20));
+    assert_eq!(analyzer.state().consecutive_errors, 2);
 }
