@@ -307,7 +307,42 @@ pub struct CanaryStatus {
     /// `Progressing`, `Promoted`, `RolledBack`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// When the current rollout started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_started_at: Option<String>,
+    /// The last `kubectl shift` command acted on (its annotation value), so none runs twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<String>,
+    /// The analysis engine's evidence so far, so a restarted controller resumes the same test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<OpaqueState>,
 }
+
+/// Machine-written state kept as-is by the API server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(transparent)]
+pub struct OpaqueState(pub serde_json::Value);
+
+impl JsonSchema for OpaqueState {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OpaqueState".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Machine-written state; not for editing.",
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true
+        })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+/// Annotation `kubectl shift promote` sets: `promote@<time>` or `promote-full@<time>`.
+pub const COMMAND_ANNOTATION: &str = "shifter.dev/command";
 
 /// The steps a Canary runs, after applying shorthand and defaults.
 pub fn effective_steps(spec: &CanarySpec) -> Vec<CanaryStep> {
