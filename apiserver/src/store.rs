@@ -328,7 +328,9 @@ impl Store {
             let last = batch.last().map(|e| e.rv).unwrap_or(state.rv);
             let db = state.db.clone();
             drop(state);
-            let result = commit(&db, &batch, last);
+            // A panic inside the database must not leave `committing` set and every writer waiting.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&db, &batch, last)))
+                .unwrap_or_else(|_| Err("the storage engine panicked".to_string()));
             state = self.lock();
             state.committing = false;
             match result {
