@@ -324,7 +324,8 @@ impl Analyzer {
         }
         let requests = self.state.step_canary_requests;
         let elapsed = to - self.state.step_started_at;
-        if requests >= self.config.min_requests && elapsed >= self.config.min_duration_s {
+        // Never a Pass without canary traffic, whatever `minRequests` says.
+        if requests >= self.config.min_requests.max(1) && elapsed >= self.config.min_duration_s {
             return verdict;
         }
         MetricVerdict {
@@ -333,7 +334,7 @@ impl Analyzer {
                 "{}; but the step has {} of {} canary requests and {}s of {}s",
                 verdict.reason,
                 thousands(requests),
-                thousands(self.config.min_requests),
+                thousands(self.config.min_requests.max(1)),
                 elapsed.max(0),
                 self.config.min_duration_s
             ),

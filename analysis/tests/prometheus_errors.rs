@@ -119,3 +119,11 @@ fn the_canary_spec_chooses_the_provider() {
     let err = AnyProvider::from_spec(&spec, NoMesh).err().unwrap();
     assert!(err.to_string().starts_with("spec.analysis.provider.address: "), "{err}");
 }
+
+#[test]
+fn a_tick_can_run_on_a_spawned_task() {
+    fn spawnable<T: Send + 'static>(_: T) {}
+    let provider = AnyProvider::from_spec(&Provider::default(), NoMesh).ok().unwrap();
+    let mut analyzer = Analyzer::new(AnalyzerConfig::defaults(target()), 0);
+    spawnable(async move { analyzer.tick(&provider, 10).await });
+}
