@@ -115,17 +115,24 @@ for rate in 1000 5000; do
 done
 H2_CMD="nice -n $NICE taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z ${DURATION}s -q RATE --latency-correction --http2 -c 4 -p 8 URL"
 
+# wrk → "req/s total_requests"
 wrk_run() {
-  PIN $LOADGEN_CPU wrk -t1 -c64 -d"${DURATION}s" "http://$1/" | awk '/Requests\/sec/ { printf "%.0f", $2 }'
+  PIN $LOADGEN_CPU wrk -t1 -c64 -d"${DURATION}s" "http://$1/" |
+    awk '/requests in/ { n = $1 } /Requests\/sec/ { r = $2 } END { printf "%.0f %d\n", r, n }'
 }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 WRK_CMD="nice -n $NICE taskset -c $LOADGEN_CPU wrk -t1 -c64 -d${DURATION}s URL"
-MAX_DIRECT=$(wrk_run "$BACKEND1")
+read -r MAX_DIRECT _ <<<"$(wrk_run "$BACKEND1")"
+TICKS_BEFORE=$(cpu_ticks $PROXY_PID)
 wrk_run "$GATEWAY" >"$WORK/max_proxy" &
 WRK_PID=$!
 sleep $((DURATION / 2))
 RSS_LOAD=$(rss_kib $PROXY_PID VmRSS)
 wait $WRK_PID
-MAX_PROXY=$(cat "$WORK/max_proxy")
+read -r MAX_PROXY MAX_PROXY_N <"$WORK/max_proxy"
+TICKS_AFTER=$(cpu_ticks $PROXY_PID)
+# Proxy CPU per request: robust to other work on the machine, unlike req/s.
+CPU_US_PER_REQ=$(python3 -c "import os,sys; t=(int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK'); print('%.1f' % (t*1e6/int(sys.argv[3])))" "$TICKS_BEFORE" "$TICKS_AFTER" "$MAX_PROXY_N")
 RSS_PEAK=$(rss_kib $PROXY_PID VmHWM)
 CPU_PROXY=$(awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$PROXY_PID/stat")
 
@@ -183,6 +190,9 @@ CPU_MODEL=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
   echo "| --- | --- |"
   echo "| direct (nginx) | $MAX_DIRECT |"
   echo "| through the proxy (1 core) | $MAX_PROXY |"
+  echo
+  echo "Proxy CPU per request in that run (utime+stime / requests, unaffected by other work on the machine):"
+  echo "**$CPU_US_PER_REQ µs**, i.e. about $(python3 -c "print(int(1e6/float('$CPU_US_PER_REQ')))") req/s per fully available core."
   echo
   echo "Proxy CPU time over the whole benchmark: ${CPU_PROXY}s."
   echo
