@@ -12,6 +12,7 @@ pub mod index;
 pub use authority::{Authority, AuthorityError};
 pub use index::{DestinationIndex, Index};
 pub mod admin;
+pub mod canary;
 pub mod events;
 pub mod lease;
 pub mod metrics;
