@@ -12,6 +12,7 @@ pub mod app;
 pub mod apply;
 pub mod builtin;
 pub mod builtin_schema;
+pub mod changelog;
 pub mod cli;
 pub mod delete;
 pub mod discovery;

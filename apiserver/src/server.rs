@@ -40,6 +40,9 @@ pub struct Config {
     pub bookmark_every: Duration,
     /// Extra names or IPs the serving certificate is valid for (loopback always is).
     pub tls_sans: Vec<String>,
+    /// How many past changes are kept, durably, for watches to resume from; older
+    /// resourceVersions get 410 Gone and clients relist.
+    pub watch_history: usize,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
             admission: AdmissionChain::shifter(),
             bookmark_every: Duration::from_secs(30),
             tls_sans: Vec::new(),
+            watch_history: crate::store::HISTORY,
         }
     }
 
@@ -92,7 +96,7 @@ impl ApiServer {
     pub async fn start(config: Config) -> Result<ApiServer, StartError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
-        let store = Store::open(&dir.join("state.redb"))?;
+        let store = Store::open(&dir.join("state.redb"), config.watch_history)?;
         let registry = Registry::default();
         let (crds, _) = store.list("apiextensions.k8s.io/customresourcedefinitions", None);
         for crd in crds {

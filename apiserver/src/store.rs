@@ -1,6 +1,6 @@
 //! The durable object store: every object at its storage version in an embedded redb database,
 //! mirrored in memory for reads, with a global `resourceVersion` counter and a bounded history of
-//! change events for watches.
+//! change events for watches (kept durably too, in [`crate::changelog`]).
 //!
 //! A write runs under one lock: the caller's closure reads and stages changes, the changes commit
 //! to redb with immediate durability (fsync), and only then is memory updated, the events
@@ -14,13 +14,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::changelog;
 use crate::error::ApiError;
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RV_KEY: &str = "resourceVersion";
-/// How many past events a watch can resume from.
-const HISTORY: usize = 10_000;
+/// How many past events a watch can resume from, by default.
+pub const HISTORY: usize = 10_000;
 /// How far a watcher may fall behind before its watch is closed (it then resumes from its last
 /// resourceVersion, as every Kubernetes client does).
 const FANOUT_BUFFER: usize = 8_192;
@@ -120,6 +121,8 @@ struct State {
     history: VecDeque<Arc<Event>>,
     /// Watches must start at or after this resourceVersion; older ones get 410 Gone.
     floor: u64,
+    /// How many events `history` (and the durable change log) keep.
+    keep: usize,
 }
 
 impl State {
@@ -203,8 +206,9 @@ fn range<'a>(
 }
 
 impl Store {
-    /// Opens (or creates) the database file and loads every object.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Opens (or creates) the database file and loads every object and the newest `history`
+    /// events (how far back watches can resume).
+    pub fn open(path: &Path, history: usize) -> Result<Store, StoreError> {
         let db =
             Database::create(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
@@ -214,6 +218,7 @@ impl Store {
             let w = db.begin_write().map_err(|e| read(&e))?;
             w.open_table(OBJECTS).map_err(|e| read(&e))?;
             w.open_table(META).map_err(|e| read(&e))?;
+            changelog::create(&w).map_err(|e| read(&e))?;
             w.commit().map_err(|e| read(&e))?;
         }
         let r = db.begin_read().map_err(|e| read(&e))?;
@@ -227,7 +232,21 @@ impl Store {
         if let Some(v) = r.open_table(META).map_err(|e| read(&e))?.get(RV_KEY).map_err(|e| read(&e))? {
             rv = v.value();
         }
+        let mut log: VecDeque<Arc<Event>> =
+            changelog::load(&r).map_err(|e| read(&e))?.into_iter().map(Arc::new).collect();
         drop(r);
+        while log.len() > history {
+            log.pop_front();
+        }
+        // The log and the objects are written in one transaction, so the log ends at the stored
+        // resourceVersion; a database from before the log existed has none.
+        let floor = match (log.front(), log.back()) {
+            (Some(first), Some(last)) if last.rv == rv => first.rv - 1,
+            _ => {
+                log.clear();
+                rv
+            }
+        };
         let (fanout, _) = broadcast::channel(FANOUT_BUFFER);
         let state = State {
             db: Arc::new(db),
@@ -238,8 +257,9 @@ impl Store {
             batch: Vec::new(),
             committing: false,
             failed: None,
-            history: VecDeque::new(),
-            floor: rv,
+            history: log,
+            floor,
+            keep: history.max(1),
         };
         Ok(Store { state: Mutex::new(state), durable: Condvar::new(), fanout })
     }
@@ -326,10 +346,10 @@ impl Store {
             state.committing = true;
             let batch = std::mem::take(&mut state.batch);
             let last = batch.last().map(|e| e.rv).unwrap_or(state.rv);
-            let db = state.db.clone();
+            let (db, keep) = (state.db.clone(), state.keep);
             drop(state);
             // A panic inside the database must not leave `committing` set and every writer waiting.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&db, &batch, last)))
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&db, &batch, last, keep)))
                 .unwrap_or_else(|_| Err("the storage engine panicked".to_string()));
             state = self.lock();
             state.committing = false;
@@ -357,7 +377,7 @@ impl Store {
             // No receivers is fine: nobody is watching.
             let _ = self.fanout.send(event);
         }
-        while state.history.len() > HISTORY {
+        while state.history.len() > state.keep {
             if let Some(old) = state.history.pop_front() {
                 state.floor = old.rv;
             }
@@ -394,7 +414,7 @@ impl Store {
     }
 }
 
-fn commit(db: &Database, events: &[Event], rv: u64) -> Result<(), String> {
+fn commit(db: &Database, events: &[Event], rv: u64, keep: usize) -> Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut objects = txn.open_table(OBJECTS).map_err(|e| e.to_string())?;
@@ -412,6 +432,7 @@ fn commit(db: &Database, events: &[Event], rv: u64) -> Result<(), String> {
         }
         let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
         meta.insert(RV_KEY, rv).map_err(|e| e.to_string())?;
+        changelog::append(&txn, events, keep)?;
     }
     txn.commit().map_err(|e| e.to_string())
 }
@@ -438,7 +459,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         {
-            let store = Store::open(&path).unwrap();
+            let store = Store::open(&path, HISTORY).unwrap();
             put(&store, Key::new("/configmaps", "default", "a"), obj("a"));
             put(&store, Key::new("/configmaps", "default", "b"), obj("b"));
             store
@@ -448,21 +469,30 @@ mod tests {
                 })
                 .unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path, HISTORY).unwrap();
         assert_eq!(store.current_rv(), 3);
         let (items, rv) = store.list("/configmaps", Some("default"));
         assert_eq!(rv, 3);
         assert_eq!(items.len(), 1);
         assert_eq!(items[0]["metadata"]["resourceVersion"], "2");
-        // History does not survive a restart: older watches must relist.
+        // Watches resume across the restart from the durable change log.
+        let (backlog, _, _) = store.subscribe("/configmaps", Some(1)).unwrap();
+        assert_eq!(
+            backlog.iter().map(|e| (e.rv, e.kind)).collect::<Vec<_>>(),
+            [(2, EventType::Added), (3, EventType::Deleted)]
+        );
+        assert_eq!(backlog[1].prev.as_ref().unwrap()["metadata"]["name"], "a");
+        drop(store);
+        // With a shorter history only the newest events are kept; older versions get 410.
+        let store = Store::open(&path, 1).unwrap();
         assert!(matches!(store.subscribe("/configmaps", Some(1)), Err(ApiError::Gone(_))));
-        assert!(store.subscribe("/configmaps", Some(3)).is_ok());
+        assert_eq!(store.subscribe("/configmaps", Some(2)).unwrap().0.len(), 1);
     }
 
     #[test]
     fn a_failed_write_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let store = Store::open(&dir.path().join("db"), HISTORY).unwrap();
         let r: Result<((), _), _> = store.write(false, |t| {
             t.put(Key::new("/configmaps", "default", "a"), obj("a"));
             Err(ApiError::BadRequest("no".into()))
@@ -475,7 +505,7 @@ mod tests {
     #[test]
     fn watch_backlog_holds_only_later_events_of_the_resource() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let store = Store::open(&dir.path().join("db"), HISTORY).unwrap();
         for n in ["a", "b"] {
             put(&store, Key::new("/configmaps", "x", n), obj(n));
             put(&store, Key::new("/secrets", "x", n), obj(n));
@@ -490,7 +520,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         {
-            let store = Arc::new(Store::open(&path).unwrap());
+            let store = Arc::new(Store::open(&path, HISTORY).unwrap());
             let threads: Vec<_> = (0..8)
                 .map(|t| {
                     let store = store.clone();
@@ -507,7 +537,7 @@ mod tests {
             }
             assert_eq!(store.current_rv(), 400);
         }
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path, HISTORY).unwrap();
         let (items, rv) = store.list("/configmaps", None);
         assert_eq!((items.len(), rv), (400, 400));
         let mut rvs: Vec<u64> =

@@ -9,9 +9,10 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use support::{TestServer, client_for, install_crds, split};
 
@@ -112,12 +113,22 @@ async fn kill_9_mid_write_load_loses_no_acknowledged_write() {
     }
     let list_rv: u64 = list.metadata.resource_version.unwrap().parse().unwrap();
     assert!(list_rv >= max_acked);
+    // A watch from before the crash resumes: the change log is as durable as the objects.
+    let mut watch = api.watch(&WatchParams::default(), &max_acked.to_string()).await.unwrap().boxed();
     let after: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "after-restart"}})).unwrap();
     let after = api.create(&PostParams::default(), &after).await.unwrap();
     assert!(
         after.resource_version().unwrap().parse::<u64>().unwrap() > list_rv,
         "versions keep increasing across the crash"
     );
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), watch.next()).await.unwrap().unwrap().unwrap();
+        match event {
+            WatchEvent::Added(c) if c.name_any() == "after-restart" => break,
+            WatchEvent::Added(_) | WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

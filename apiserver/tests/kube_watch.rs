@@ -38,7 +38,7 @@ where
 }
 
 #[tokio::test]
-async fn watch_resumes_from_a_resource_version_and_says_410_when_history_is_gone() {
+async fn watch_resumes_from_a_resource_version_even_across_a_restart() {
     let t = TestServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(t.client().await, "default");
     let first = api.create(&PostParams::default(), &cm("a", "1")).await.unwrap();
@@ -69,13 +69,36 @@ async fn watch_resumes_from_a_resource_version_and_says_410_when_history_is_gone
     }
     drop(stream);
 
-    // After a restart the event history is gone: an old version gets 410 Expired.
+    // The history is durable: after a restart the same watch resumes where it was.
     let t = t.restart().await;
     let api: Api<ConfigMap> = Api::namespaced(t.client().await, "default");
     let mut stream = api.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    match next_event(&mut stream).await {
+        WatchEvent::Added(c) => assert_eq!(c.name_any(), "b"),
+        other => panic!("expected ADDED b after the restart, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_version_older_than_the_kept_history_gets_410_expired() {
+    let t = TestServer::start_with(|c| c.watch_history = 3).await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client().await, "default");
+    let first = api.create(&PostParams::default(), &cm("a", "0")).await.unwrap().resource_version().unwrap();
+    for i in 1..=5 {
+        api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": i.to_string()}}))).await.unwrap();
+    }
+    let mut stream = api.watch(&WatchParams::default(), &first).await.unwrap().boxed();
     match timeout(LIMIT, stream.next()).await.unwrap().unwrap().unwrap() {
         WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected 410, got {other:?}"),
+    }
+    // A watch from a version still in the history works.
+    let recent = api.get("a").await.unwrap().resource_version().unwrap();
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "6"}}))).await.unwrap();
+    let mut stream = api.watch(&WatchParams::default(), &recent).await.unwrap().boxed();
+    match next_event(&mut stream).await {
+        WatchEvent::Modified(c) => assert_eq!(c.data.unwrap()["v"], "6"),
+        other => panic!("expected MODIFIED, got {other:?}"),
     }
 }
 

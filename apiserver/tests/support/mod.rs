@@ -17,8 +17,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a configuration adjusted by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = start_in(dir.path()).await;
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let server = ApiServer::start(config).await.expect("server starts");
         TestServer { server, dir }
     }
 
@@ -48,10 +55,14 @@ impl TestServer {
     }
 }
 
-pub async fn start_in(dir: &Path) -> ApiServer {
+fn test_config(dir: &Path) -> Config {
     let mut config = Config::ephemeral(dir);
     config.bookmark_every = Duration::from_millis(200);
-    ApiServer::start(config).await.expect("server starts")
+    config
+}
+
+pub async fn start_in(dir: &Path) -> ApiServer {
+    ApiServer::start(test_config(dir)).await.expect("server starts")
 }
 
 pub async fn client_for(kubeconfig: &Path) -> Client {
