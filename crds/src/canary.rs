@@ -313,9 +313,32 @@ pub struct CanaryStatus {
     /// The last `kubectl shift` command acted on (its annotation value), so none runs twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<String>,
+    /// Recent traffic per version (the last minute), for `kubectl shift status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendStats>,
     /// The analysis engine's evidence so far, so a restarted controller resumes the same test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<OpaqueState>,
+}
+
+/// Traffic one version served recently.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStats {
+    /// The Service (stable or canary).
+    pub service: String,
+    /// Percent of traffic routed to it now.
+    pub weight: u32,
+    /// Requests per second over the window.
+    pub rps: f64,
+    /// Percent of requests that succeeded; absent without traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    /// 99th-percentile latency in milliseconds (bucket upper bound); absent without traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    /// Window length in seconds.
+    pub window_seconds: u32,
 }
 
 /// Machine-written state kept as-is by the API server.
