@@ -126,8 +126,14 @@ read -r MAX_DIRECT _ <<<"$(wrk_run "$BACKEND1")"
 TICKS_BEFORE=$(cpu_ticks $PROXY_PID)
 wrk_run "$GATEWAY" >"$WORK/max_proxy" &
 WRK_PID=$!
-sleep $((DURATION / 2))
+sleep $((DURATION / 3))
 RSS_LOAD=$(rss_kib $PROXY_PID VmRSS)
+# Where the proxy's CPU goes under that load (perf from linux-perf, when it works here).
+PERF_DSO=""
+if command -v perf >/dev/null && perf record -q -F 999 -p $PROXY_PID -o "$WORK/perf.data" -- sleep $((DURATION / 3)) >/dev/null 2>&1; then
+  PERF_DSO=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null |
+    awk '/^ +[0-9.]+%/ { printf "| %s | %s |\n", $2, $1 }' | head -6)
+fi
 wait $WRK_PID
 read -r MAX_PROXY MAX_PROXY_N <"$WORK/max_proxy"
 TICKS_AFTER=$(cpu_ticks $PROXY_PID)
@@ -191,11 +197,19 @@ CPU_MODEL=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
   echo "| direct (nginx) | $MAX_DIRECT |"
   echo "| through the proxy (1 core) | $MAX_PROXY |"
   echo
-  echo "Proxy CPU per request in that run (utime+stime / requests, unaffected by other work on the machine):"
+  echo "Proxy CPU per request in that run (utime+stime / requests; less disturbed by other work on the machine than req/s, though contention still raises it):"
   echo "**$CPU_US_PER_REQ µs**, i.e. about $(python3 -c "print(int(1e6/float('$CPU_US_PER_REQ')))") req/s per fully available core."
   echo
   echo "Proxy CPU time over the whole benchmark: ${CPU_PROXY}s."
   echo
+  if [[ -n "$PERF_DSO" ]]; then
+    echo "Where the proxy's CPU went during that run (\`perf record -F 999 -p PID\`, by shared object):"
+    echo
+    echo "| where | share of samples |"
+    echo "| --- | --- |"
+    echo "$PERF_DSO"
+    echo
+  fi
   echo "## Memory (proxy process)"
   echo
   echo "| state | RSS |"
