@@ -186,15 +186,17 @@ fn prepare_request<B>(req: &mut Request<B>, protocol: UpstreamProtocol, authorit
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus legacy ones).
+/// `HeaderName`s, not strings, so removing them does not parse names on every request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -205,7 +207,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).ok())
         .collect();
-    for name in listed.iter().map(HeaderName::as_str).chain(HOP_BY_HOP) {
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
     // `te: trailers` is end-to-end in practice (gRPC requires it); any other TE is not.
