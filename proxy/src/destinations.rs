@@ -116,6 +116,16 @@ impl Destinations {
             Some(dest) => dest,
             None => self.watch(&key)?,
         };
+        self.table_of(&dest).await
+    }
+
+    /// The destination registered for `authority`, if any.
+    pub fn lookup(&self, authority: &str) -> Option<Arc<Destination>> {
+        self.map.read().expect("destinations lock").get(&normalize_authority(authority)).cloned()
+    }
+
+    /// `dest`'s table, waiting (bounded) for its first snapshot.
+    pub async fn table_of(&self, dest: &Destination) -> Result<Arc<RouteTable>, Unrouted> {
         if let Some(table) = dest.current() {
             return Ok(table);
         }

@@ -3,6 +3,7 @@
 //! outcome. Requests are retried on another pick only when nothing was sent (dial failures), so a
 //! retry can never duplicate a request.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use tracing::{Instrument, debug, debug_span};
 use crate::PROXY_ERROR_HEADER;
 use crate::balance::pick_endpoint;
 use crate::body::{Outcome, ProxyBody, grpc_status};
-use crate::destinations::Destinations;
+use crate::destinations::{Destination, Destinations};
 use crate::metrics::FailureClass;
 use crate::pool::{SendError, UpstreamProtocol};
 
@@ -25,6 +26,8 @@ pub(crate) struct HttpContext {
     pub destinations: Arc<Destinations>,
     /// The gateway's apex authority; `None` routes by the request's own authority (outbound).
     pub fixed_authority: Option<String>,
+    /// The gateway's destination, resolved once so requests skip the authority lookup.
+    pub fixed_destination: Option<Arc<Destination>>,
 }
 
 pub(crate) async fn forward(
@@ -35,13 +38,22 @@ pub(crate) async fn forward(
     let start = Instant::now();
     let dests = &ctx.destinations;
     let metrics = &dests.compiler().metrics;
-    let Some(authority) = ctx.fixed_authority.clone().or_else(|| request_authority(&req)) else {
-        return local(StatusCode::BAD_REQUEST, "missing host");
+    let authority: Cow<'_, str> = match &ctx.fixed_authority {
+        Some(fixed) => Cow::Borrowed(fixed),
+        None => match request_authority(&req) {
+            Some(requested) => Cow::Owned(requested),
+            None => return local(StatusCode::BAD_REQUEST, "missing host"),
+        },
     };
     if req.method() == Method::CONNECT {
+        let authority = authority.into_owned();
         return tunnel(ctx.clone(), req, authority).await;
     }
-    let table = match dests.resolve(&authority).await {
+    let resolved = match &ctx.fixed_destination {
+        Some(dest) => dests.table_of(dest).await,
+        None => dests.resolve(&authority).await,
+    };
+    let table = match resolved {
         Ok(table) => table,
         Err(unrouted) => {
             metrics.record_unrouted(&authority, unrouted.reason());

@@ -28,7 +28,8 @@ pub(crate) struct Shared {
 
 /// Accepts until shutdown. `fixed_authority` makes this a gateway listener for that authority.
 pub(crate) async fn serve(listener: TcpListener, fixed_authority: Option<String>, shared: Arc<Shared>) {
-    let ctx = Arc::new(HttpContext { destinations: shared.destinations.clone(), fixed_authority });
+    let fixed_destination = fixed_authority.as_deref().and_then(|a| shared.destinations.lookup(a));
+    let ctx = Arc::new(HttpContext { destinations: shared.destinations.clone(), fixed_authority, fixed_destination });
     let mut shutdown = shared.shutdown.clone();
     loop {
         let (stream, peer) = tokio::select! {
