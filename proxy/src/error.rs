@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 
+/// The header a proxy adds to every response it generates itself, naming why it could not serve
+/// (`upstream connect failed`, `no ready endpoints`, `response timeout`, ...).
+pub const PROXY_ERROR_HEADER: &str = "shifter-proxy-error";
+
 /// A snapshot that cannot be turned into a routing table; the previous table keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {

@@ -12,7 +12,7 @@ mod admin;
 mod app;
 mod balance;
 mod body;
-pub mod config;
+mod config;
 mod destinations;
 mod detect;
 mod error;
@@ -26,7 +26,4 @@ mod telemetry;
 
 pub use app::{Args, GatewayListener, Proxy, ProxyConfig, run, run_blocking};
 pub use config::{ConfigSource, ControllerConfig, Settings, StaticConfig};
-pub use error::{ConfigError, ProxyError, RouteError};
-
-/// The header a proxy adds to every response it generates itself, naming why it could not serve.
-pub const PROXY_ERROR_HEADER: &str = "shifter-proxy-error";
+pub use error::{ConfigError, PROXY_ERROR_HEADER, ProxyError, RouteError};
