@@ -24,15 +24,19 @@ enum Command {
     Apiserver(Box<shifter_apiserver::Args>),
     /// Run the embedded API server and the controller in one process (one machine, no cluster).
     Serve(Box<serve::Args>),
+    /// The `kubectl shift` verbs (also installed as the `kubectl-shift` plugin).
+    #[command(flatten)]
+    Shift(shifter::cli::Verb),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     match Cli::parse().command {
         Command::Crds => print!("{}", shifter_crds::crds_yaml()),
         Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,
         Command::Controller(args) => shifter_controller::runtime::run_blocking(*args)?,
         Command::Apiserver(args) => shifter_apiserver::run_blocking(*args)?,
         Command::Serve(args) => serve::run_blocking(*args)?,
+        Command::Shift(verb) => return Ok(shifter::cli::run_blocking(verb)),
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
