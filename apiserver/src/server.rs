@@ -226,7 +226,10 @@ async fn accept_loop(
                         }
                     };
                     let service = service_fn(move |req| http::serve(app.clone(), settings.clone(), req));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    // As Kubernetes' --http2-max-streams-per-connection: a client multiplexing
+                    // many watches over one HTTP/2 connection must not stall.
+                    builder.http2().max_concurrent_streams(1000);
                     if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
