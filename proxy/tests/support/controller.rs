@@ -199,11 +199,13 @@ impl TestController {
 }
 
 /// A gRPC backend: `Destinations.Watch` answers with one snapshot whose `service` is the
-/// backend's name, or with `code` when it is not OK.
+/// backend's name and ends with `code`: in a trailers-only response (no message at all) or, with
+/// `after_message`, in the trailers after one message.
 #[derive(Clone)]
 struct GrpcBackend {
     name: &'static str,
     code: tonic::Code,
+    after_message: bool,
 }
 
 #[tonic::async_trait]
@@ -211,20 +213,33 @@ impl Destinations for GrpcBackend {
     type WatchStream = SnapshotStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<SnapshotStream>, Status> {
-        if self.code != tonic::Code::Ok {
-            return Err(Status::new(self.code, "backend failure"));
-        }
         let one = Snapshot { service: self.name.into(), ..Default::default() };
-        Ok(Response::new(Box::pin(tokio_stream::once(Ok(one)))))
+        match (self.code, self.after_message) {
+            (tonic::Code::Ok, _) => Ok(Response::new(Box::pin(tokio_stream::once(Ok(one))))),
+            (code, false) => Err(Status::new(code, "backend failure")),
+            (code, true) => {
+                let items = vec![Ok(one), Err(Status::new(code, "failed mid-stream"))];
+                Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+            }
+        }
     }
 }
 
 pub async fn grpc_backend(name: &'static str, code: tonic::Code) -> SocketAddr {
+    grpc_backend_with(name, code, false).await
+}
+
+/// A gRPC backend whose non-OK status arrives in trailers after one message.
+pub async fn grpc_backend_failing_mid_stream(name: &'static str, code: tonic::Code) -> SocketAddr {
+    grpc_backend_with(name, code, true).await
+}
+
+async fn grpc_backend_with(name: &'static str, code: tonic::Code, after_message: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(DestinationsServer::new(GrpcBackend { name, code }))
+            .add_service(DestinationsServer::new(GrpcBackend { name, code, after_message }))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     addr
