@@ -1,8 +1,12 @@
 //! The controller's own Prometheus metrics: reconciles and their duration, connected proxy streams,
 //! snapshot pushes and push latency.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use shifter_crds::canary::{CanaryPhase, VerdictResult};
 use std::time::Duration;
 
 /// Bucket bounds in seconds for push and reconcile latency.
@@ -50,9 +54,77 @@ pub struct ControllerMetrics {
     pub status_writes: AtomicU64,
     pub events: AtomicU64,
     pub leader: AtomicI64,
+    /// Per Canary (namespace, name): weight, phase and verdict counts.
+    canaries: Mutex<BTreeMap<(String, String), CanaryGauges>>,
+}
+
+#[derive(Default)]
+struct CanaryGauges {
+    weight: u32,
+    phase: CanaryPhase,
+    verdicts: BTreeMap<&'static str, u64>,
 }
 
 impl ControllerMetrics {
+    /// Records a Canary's state after a tick.
+    pub fn record_canary(
+        &self,
+        key: &(String, String),
+        weight: u32,
+        phase: CanaryPhase,
+        verdict: Option<VerdictResult>,
+    ) {
+        let mut all = self.canaries.lock().unwrap_or_else(|p| p.into_inner());
+        let g = all.entry(key.clone()).or_default();
+        g.weight = weight;
+        g.phase = phase;
+        if let Some(v) = verdict {
+            let name = match v {
+                VerdictResult::Pass => "Pass",
+                VerdictResult::Fail => "Fail",
+                VerdictResult::Inconclusive => "Inconclusive",
+                VerdictResult::Error => "Error",
+            };
+            *g.verdicts.entry(name).or_default() += 1;
+        }
+    }
+
+    /// Forgets Canaries that no longer exist.
+    pub fn retain_canaries(&self, live: &[(String, String)]) {
+        self.canaries.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| live.contains(k));
+    }
+
+    fn render_canaries(&self, out: &mut String) {
+        let all = self.canaries.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP shifter_canary_weight Percent of traffic on the canary.\n# TYPE shifter_canary_weight gauge"
+        );
+        for ((ns, name), g) in all.iter() {
+            let _ = writeln!(out, "shifter_canary_weight{{namespace=\"{ns}\",name=\"{name}\"}} {}", g.weight);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP shifter_canary_phase 1 for the phase each Canary is in.\n# TYPE shifter_canary_phase gauge"
+        );
+        for ((ns, name), g) in all.iter() {
+            let _ =
+                writeln!(out, "shifter_canary_phase{{namespace=\"{ns}\",name=\"{name}\",phase=\"{:?}\"}} 1", g.phase);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP shifter_canary_verdicts_total Analysis verdicts per result.\n# TYPE shifter_canary_verdicts_total counter"
+        );
+        for ((ns, name), g) in all.iter() {
+            for (result, n) in &g.verdicts {
+                let _ = writeln!(
+                    out,
+                    "shifter_canary_verdicts_total{{namespace=\"{ns}\",name=\"{name}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -115,6 +187,7 @@ impl ControllerMetrics {
             "1 while this replica holds the leader lease.",
             self.leader.load(Ordering::Relaxed),
         );
+        self.render_canaries(&mut out);
         out
     }
 }
