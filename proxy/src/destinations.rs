@@ -52,6 +52,17 @@ pub(crate) enum Unrouted {
 }
 
 impl Unrouted {
+    /// The `authority` label to count this under: an authority the proxy does not track is
+    /// client-controlled text, so it is never used as a label (that would let clients grow the
+    /// metrics without bound).
+    pub fn label(self, authority: &str) -> String {
+        match self {
+            Self::UnknownAuthority | Self::TooManyAuthorities => "unknown".into(),
+            // A tracked destination (bounded by `max_authorities`), in its canonical form.
+            Self::NoSnapshot => normalize_authority(authority),
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Self::UnknownAuthority => "unknown authority",

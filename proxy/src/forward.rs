@@ -56,16 +56,16 @@ pub(crate) async fn forward(
     let table = match resolved {
         Ok(table) => table,
         Err(unrouted) => {
-            metrics.record_unrouted(&authority, unrouted.reason());
+            metrics.record_unrouted(&unrouted.label(&authority), unrouted.reason());
             return local(StatusCode::SERVICE_UNAVAILABLE, unrouted.reason());
         }
     };
     if !table.exists() {
-        metrics.record_unrouted(&authority, "service not found");
+        metrics.record_unrouted(&table.snapshot.authority, "service not found");
         return local(StatusCode::SERVICE_UNAVAILABLE, "service not found");
     }
     let Some(route) = table.route_for(req.method(), req.uri().path(), req.headers()) else {
-        metrics.record_unrouted(&authority, "no route");
+        metrics.record_unrouted(&table.snapshot.authority, "no route");
         return local(StatusCode::SERVICE_UNAVAILABLE, "no route");
     };
     let grpc = is_grpc(req.headers());
@@ -75,7 +75,7 @@ pub(crate) async fn forward(
     loop {
         attempt += 1;
         let Some(backend) = route.pick_backend() else {
-            metrics.record_unrouted(&authority, "no ready endpoints");
+            metrics.record_unrouted(&table.snapshot.authority, "no ready endpoints");
             return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
         };
         let endpoint = pick_endpoint(&backend.endpoints);
@@ -141,7 +141,7 @@ async fn tunnel(ctx: Arc<HttpContext>, req: Request<Incoming>, authority: String
         Ok(table) if table.exists() => {}
         Ok(_) => return local(StatusCode::SERVICE_UNAVAILABLE, "service not found"),
         Err(unrouted) => {
-            dests.compiler().metrics.record_unrouted(&authority, unrouted.reason());
+            dests.compiler().metrics.record_unrouted(&unrouted.label(&authority), unrouted.reason());
             return local(StatusCode::SERVICE_UNAVAILABLE, unrouted.reason());
         }
     }

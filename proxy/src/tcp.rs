@@ -24,10 +24,10 @@ where
     let metrics = &dests.compiler().metrics;
     let table = match dests.resolve(authority).await {
         Ok(table) if table.exists() => table,
-        Ok(_) => return metrics.record_unrouted(authority, "service not found"),
-        Err(unrouted) => return metrics.record_unrouted(authority, unrouted.reason()),
+        Ok(table) => return metrics.record_unrouted(&table.snapshot.authority, "service not found"),
+        Err(unrouted) => return metrics.record_unrouted(&unrouted.label(authority), unrouted.reason()),
     };
-    let Some(route) = table.tcp_route() else { return metrics.record_unrouted(authority, "no route") };
+    let Some(route) = table.tcp_route() else { return metrics.record_unrouted(&table.snapshot.authority, "no route") };
     let settings = dests.settings();
     let mut connected = None;
     for attempt in 1..=settings.max_attempts {
@@ -45,7 +45,7 @@ where
         endpoint.mark_failed();
     }
     let Some((mut upstream, backend, endpoint)) = connected else {
-        return metrics.record_unrouted(authority, "no reachable endpoint");
+        return metrics.record_unrouted(&table.snapshot.authority, "no reachable endpoint");
     };
     let stats = backend.stats.clone();
     let _in_flight = endpoint.start();

@@ -93,6 +93,12 @@ async fn nothing_to_serve_answers_with_a_named_proxy_error() {
     let (_, text) = admin_get(proxy.admin_addr().unwrap(), "/metrics").await;
     let failures = [("dst_service", "web-v1"), ("classification", "failure"), ("status_code", "502")];
     assert_eq!(metric(&text, "response_total", &failures), 1);
+    // Client-chosen authorities never become label values; tracked ones use their canonical form.
+    assert!(!text.contains("nowhere.example"), "{text}");
+    let unknown = [("authority", "unknown"), ("reason", "unknown authority")];
+    assert_eq!(metric(&text, "proxy_unrouted_total", &unknown), 1);
+    let empty = [("authority", "empty.shop.svc.cluster.local:80"), ("reason", "no ready endpoints")];
+    assert_eq!(metric(&text, "proxy_unrouted_total", &empty), 1);
 }
 
 #[tokio::test]
