@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::{Proc, shifter_bin};
+use crate::{Proc, kubectl_shift_bin, shifter_bin};
 
 /// A free loopback port (bound then released; the race with other tests is negligible).
 pub fn free_port() -> u16 {
@@ -85,6 +85,34 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the real `kubectl-shift` plugin executable against this cluster (via `$KUBECONFIG`).
+    pub fn kubectl_shift(&self, args: &[&str]) -> Output {
+        self.kubectl_shift_command(args).output().expect("kubectl-shift runs")
+    }
+
+    /// A `kubectl-shift` command bound to this cluster, for tests that spawn it and act meanwhile.
+    pub fn kubectl_shift_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(kubectl_shift_bin());
+        cmd.args(args).env("KUBECONFIG", &self.kubeconfig).env("NO_COLOR", "1").stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `kubectl shift ARGS` through kubectl's plugin mechanism: the directory holding the built
+    /// `kubectl-shift` goes first on PATH.
+    pub fn kubectl_plugin(&self, args: &[&str]) -> Output {
+        let dir = kubectl_shift_bin().parent().expect("binary has a directory").to_path_buf();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&path))).expect("PATH joins");
+        Command::new("kubectl")
+            .arg("shift")
+            .args(args)
+            .env("PATH", path)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl is installed (scripts/install-test-tools.sh installs it)")
     }
 
     /// `kubectl apply -f` of a YAML string.

@@ -10,6 +10,6 @@ pub mod cluster;
 pub mod process;
 
 pub use backend::Backend;
-pub use bin::shifter_bin;
+pub use bin::{kubectl_shift_bin, shifter_bin};
 pub use cluster::{Cluster, free_port};
 pub use process::Proc;

@@ -174,9 +174,9 @@ pub fn render(canary: &Canary, now: Timestamp, style: Style) -> String {
             line(
                 &mut out,
                 format!(
-                    "  {:>4} ago  {:<12}  step {} ({}%)  {}",
+                    "  {:>4} ago  {}  step {} ({}%)  {}",
                     age(&h.time, now),
-                    paint(style, verdict_colour(h.result), &format!("{:?}", h.result)),
+                    paint(style, verdict_colour(h.result), &format!("{:<12}", format!("{:?}", h.result))),
                     h.step + 1,
                     h.weight,
                     h.reason
