@@ -156,6 +156,15 @@ impl Controller {
         }
         .spawn();
 
+        crate::canary::reconcile::CanaryController {
+            client: client.clone(),
+            telemetry: telemetry.clone(),
+            metrics: metrics.clone(),
+            leadership: leadership.clone(),
+            identity: identity.clone(),
+        }
+        .spawn();
+
         let relay_tx =
             relay::spawn(RelayConfig { ca_pem: Some(ca_pem.clone()), token: token.clone() }, leadership.clone());
         let auth_token = token.clone();
