@@ -331,7 +331,8 @@ async fn kubectl_runs_shift_as_a_plugin_and_shifter_has_the_same_verbs() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(split_weights(&cluster), [("web-v1".into(), 50), ("web-v2".into(), 50)]);
 
-    let run: Run = cluster.kubectl_plugin(&["get", "-n", NS]).into();
+    // Flags before the verb work too, as people type them with kubectl.
+    let run: Run = cluster.kubectl_plugin(&["-n", NS, "get"]).into();
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("trafficsplit/web") && run.stdout.contains("web-v1=50 web-v2=50"), "{run:?}");
 
@@ -350,4 +351,45 @@ async fn kubectl_runs_shift_as_a_plugin_and_shifter_has_the_same_verbs() {
     assert!(run.code == 0 && run.stdout.contains("canaries.shifter.dev"), "shifter crds still works");
     let run: Run = cluster.kubectl_plugin(&["crds"]).into();
     assert!(run.code == 0 && run.stdout.contains("canaries.shifter.dev"), "{run:?}");
+}
+
+/// Polls until the Canary's `status.phase` is `phase`.
+fn wait_for_phase(cluster: &Cluster, phase: &str) {
+    shifter_tests::cluster::wait_until(
+        Duration::from_secs(60),
+        || get_json(cluster, "canary", "web")["status"]["phase"] == phase,
+        || format!("canary never reached {phase}: {}", get_json(cluster, "canary", "web")["status"]),
+    );
+}
+
+#[tokio::test]
+async fn the_real_controller_acts_on_abort_promote_and_resume() {
+    let cluster = shop().await;
+    let _controller = cluster.start_controller("controller");
+    // No traffic flows, so analysis never passes: the rollout holds at its first step.
+    wait_for_phase(&cluster, "Progressing");
+
+    let run = shift(&cluster, &["abort", "web", "-n", NS]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = shift(&cluster, &["wait", "web", "-n", NS, "--timeout", "60s"]);
+    assert_eq!(run.code, 1, "abort rolls back and wait says so: {run:?}");
+    assert!(run.stdout.contains("canary/web rolled back"), "{run:?}");
+
+    // A new version; a manual weight change pauses it, resume hands control back, promote --full ends it.
+    let run = shift(&cluster, &["start", "web", "--canary", "web-v3", "-n", NS]);
+    assert_eq!(run.code, 0, "{run:?}");
+    wait_for_phase(&cluster, "Progressing");
+    let run = shift(&cluster, &["weight", "web", "web-v1=50", "web-v3=50", "-n", NS]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("canary web drives this split"), "{run:?}");
+    wait_for_phase(&cluster, "Paused");
+    let run = shift(&cluster, &["resume", "web", "-n", NS]);
+    assert_eq!(run.code, 0, "{run:?}");
+    wait_for_phase(&cluster, "Progressing");
+    let run = shift(&cluster, &["promote", "web", "--full", "-n", NS]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = shift(&cluster, &["wait", "web", "-n", NS, "--timeout", "60s"]);
+    assert_eq!(run.code, 0, "promote --full ends the rollout: {run:?}");
+    let status = shift(&cluster, &["status", "web", "-n", NS]);
+    assert!(status.stdout.contains("Succeeded") && status.stdout.contains("[100]"), "{status:?}");
 }

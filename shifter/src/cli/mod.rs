@@ -106,9 +106,40 @@ pub async fn run(verb: Verb) -> Result<u8, CliError> {
     }
 }
 
+/// Connection flags that take a value; `kubectl shift -n shop get` may give them before the verb.
+const LEADING_FLAGS: [&str; 4] = ["-n", "--namespace", "--kubeconfig", "--context"];
+
+/// Moves connection flags written before the verb (`kubectl shift -n shop wait web`, as people
+/// type with kubectl) to after it, where each verb declares them.
+pub fn hoist_leading_flags(args: Vec<String>) -> Vec<String> {
+    let mut leading = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let arg = &args[i];
+        let joined = LEADING_FLAGS.iter().any(|f| f.starts_with("--") && arg.starts_with(&format!("{f}=")))
+            || (arg.starts_with("-n") && arg.len() > 2 && !arg.starts_with("--"));
+        if joined {
+            leading.push(arg.clone());
+            i += 1;
+        } else if LEADING_FLAGS.contains(&arg.as_str()) && i + 1 < args.len() {
+            leading.extend([arg.clone(), args[i + 1].clone()]);
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    if leading.is_empty() || i >= args.len() {
+        return args;
+    }
+    let mut out = vec![args[0].clone(), args[i].clone()];
+    out.extend(leading);
+    out.extend(args[i + 1..].iter().cloned());
+    out
+}
+
 /// The `kubectl-shift` executable's main.
 pub fn plugin_main() -> ExitCode {
-    match Plugin::parse().command {
+    match Plugin::parse_from(hoist_leading_flags(std::env::args().collect())).command {
         PluginCommand::Crds => {
             print!("{}", shifter_crds::crds_yaml());
             ExitCode::SUCCESS
@@ -153,6 +184,27 @@ mod tests {
             matches!(parse(&["promote", "web", "--full"]).unwrap().command, PluginCommand::Verb(Verb::Promote(p)) if p.full)
         );
         assert!(matches!(parse(&["crds"]).unwrap().command, PluginCommand::Crds));
+    }
+
+    #[test]
+    fn connection_flags_may_come_before_the_verb() {
+        let hoist = |args: &[&str]| {
+            hoist_leading_flags(
+                std::iter::once("kubectl-shift").chain(args.iter().copied()).map(String::from).collect(),
+            )
+        };
+        assert_eq!(hoist(&["-n", "shop", "wait", "web"]), ["kubectl-shift", "wait", "-n", "shop", "web"]);
+        assert_eq!(
+            hoist(&["--context=kind", "-nshop", "get", "-A"]),
+            ["kubectl-shift", "get", "--context=kind", "-nshop", "-A"]
+        );
+        assert_eq!(hoist(&["get", "-n", "shop"]), ["kubectl-shift", "get", "-n", "shop"]);
+        assert_eq!(hoist(&["-n", "shop"]), ["kubectl-shift", "-n", "shop"], "no verb: clap explains");
+        let p = Plugin::try_parse_from(hoist(&["-n", "shop", "crds"]));
+        assert!(p.is_err(), "crds takes no namespace, and clap says so");
+        let p = Plugin::try_parse_from(hoist(&["--kubeconfig", "/k", "status", "web"])).unwrap();
+        let PluginCommand::Verb(Verb::Status(s)) = p.command else { panic!("not status") };
+        assert_eq!(s.connect.kubeconfig.as_deref(), Some(std::path::Path::new("/k")));
     }
 
     #[test]

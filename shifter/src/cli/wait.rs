@@ -78,6 +78,12 @@ pub fn progress(canary: &Canary) -> String {
     if let Some(v) = &status.last_verdict {
         s.push_str(&format!(", last verdict {:?}", v.result));
     }
+    let name = canary.metadata.name.as_deref().unwrap_or("NAME");
+    if status.phase == CanaryPhase::WaitingConfirmation {
+        s.push_str(&format!("; `kubectl shift promote {name}` continues"));
+    } else if canary.spec.paused || status.phase == CanaryPhase::Paused {
+        s.push_str(&format!("; `kubectl shift resume {name}` continues"));
+    }
     s
 }
 
@@ -228,5 +234,12 @@ mod tests {
         assert_eq!(progress(&c), "Progressing: web-v2 at 20% (step 2/3)");
         let stale = canary("web-v3", "web-v2", CanaryPhase::Succeeded, 3, 2);
         assert_eq!(progress(&stale), "Succeeded: web-v2 at 0%, waiting for the controller to start web-v3");
+        c.status.as_mut().unwrap().phase = CanaryPhase::WaitingConfirmation;
+        assert_eq!(
+            progress(&c),
+            "WaitingConfirmation: web-v2 at 20% (step 2/3); `kubectl shift promote web` continues"
+        );
+        c.status.as_mut().unwrap().phase = CanaryPhase::Paused;
+        assert_eq!(progress(&c), "Paused: web-v2 at 20% (step 2/3); `kubectl shift resume web` continues");
     }
 }
