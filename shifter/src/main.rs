@@ -30,6 +30,10 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
+    // Installed under the plugin's name (`ln -s shifter kubectl-shift`), it is `kubectl shift`.
+    if shifter::cli::invoked_as_plugin() {
+        return Ok(shifter::cli::plugin_main());
+    }
     match Cli::parse().command {
         Command::Crds => print!("{}", shifter_crds::crds_yaml()),
         Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,

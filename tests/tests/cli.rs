@@ -349,6 +349,16 @@ async fn kubectl_runs_shift_as_a_plugin_and_shifter_has_the_same_verbs() {
     assert!(run.stdout.contains("canary/web"), "{run:?}");
     let run: Run = std::process::Command::new(shifter_bin()).arg("crds").output().expect("shifter crds").into();
     assert!(run.code == 0 && run.stdout.contains("canaries.shifter.dev"), "shifter crds still works");
+    // One binary is enough: `shifter` linked under the plugin's name acts as the plugin.
+    let link = cluster.dir.path().join("kubectl-shift");
+    std::os::unix::fs::symlink(shifter_bin(), &link).expect("symlink");
+    let run: Run = std::process::Command::new(&link)
+        .args(["-n", NS, "get"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .expect("linked kubectl-shift runs")
+        .into();
+    assert!(run.code == 0 && run.stdout.contains("canary/web"), "{run:?}");
     let run: Run = cluster.kubectl_plugin(&["crds"]).into();
     assert!(run.code == 0 && run.stdout.contains("canaries.shifter.dev"), "{run:?}");
 }

@@ -137,6 +137,14 @@ pub fn hoist_leading_flags(args: Vec<String>) -> Vec<String> {
     out
 }
 
+/// True when this process was started as `kubectl-shift` (e.g. through a symlink to `shifter`).
+pub fn invoked_as_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|arg0| std::path::Path::new(&arg0).file_stem().map(|s| s == "kubectl-shift"))
+        .unwrap_or(false)
+}
+
 /// The `kubectl-shift` executable's main.
 pub fn plugin_main() -> ExitCode {
     match Plugin::parse_from(hoist_leading_flags(std::env::args().collect())).command {
