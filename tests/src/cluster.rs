@@ -137,8 +137,11 @@ impl Cluster {
 
     /// Starts `shifter controller` against this cluster.
     pub fn start_controller(&self, name: &str) -> ControllerProc {
-        let grpc_port = free_port();
-        let admin_port = free_port();
+        self.start_controller_on(name, free_port(), free_port())
+    }
+
+    /// Starts `shifter controller` on given ports, e.g. to restart one where proxies expect it.
+    pub fn start_controller_on(&self, name: &str, grpc_port: u16, admin_port: u16) -> ControllerProc {
         let state = self.dir.path().join("controller-state");
         let args: Vec<String> = vec![
             "controller".into(),
