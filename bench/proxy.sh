@@ -27,6 +27,20 @@ PROXY_CPU=1
 # same for the direct and the proxied runs; NICE=0 turns this off.
 NICE=${NICE:--10}
 PIN() { local cpu=$1; shift; nice -n "$NICE" taskset -c "$cpu" "$@"; }
+# Latency runs are short of CPU (1,000-5,000 req/s), so nginx, oha and the proxy run them under
+# SCHED_FIFO: on a shared machine, builds would otherwise preempt them and the tails would measure
+# the neighbours. The throughput runs (a full core each) stay at nice only, so they cannot starve
+# the rest of the machine. RT=0 turns this off.
+RT=${RT:-1}
+LAT_PREFIX=""
+[[ "$RT" == 1 ]] && chrt -f 50 true 2>/dev/null && LAT_PREFIX="chrt -f 50"
+realtime() { # on|off pid...: switch every thread of these processes to SCHED_FIFO 50 or back
+  local mode=$1; shift
+  [[ -n "$LAT_PREFIX" ]] || return 0
+  for p in "$@"; do
+    if [[ $mode == on ]]; then chrt -a -f -p 50 "$p"; else chrt -a -o -p 0 "$p"; fi
+  done
+}
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -99,13 +113,15 @@ RSS_IDLE=$(rss_kib $PROXY_PID VmRSS)
 oha_run() {
   local target=$1 rate=$2
   shift 2
-  PIN $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z "${DURATION}s" -q "$rate" \
+  $LAT_PREFIX nice -n "$NICE" taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z "${DURATION}s" -q "$rate" \
     --latency-correction "$@" "http://$target/" |
     python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
 print("%.3f %.3f %.0f %.4f" % (p["p50"]*1e3, p["p99"]*1e3, s["requestsPerSec"], s["successRate"]))'
 }
-ORDER_CMD="nice -n $NICE taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z ${DURATION}s -q RATE --latency-correction -c 32 URL"
+ORDER_CMD="$LAT_PREFIX nice -n $NICE taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z ${DURATION}s -q RATE --latency-correction -c 32 URL"
 
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+realtime on $PROXY_PID "$NGINX_WORKER"
 declare -A R
 for rate in 1000 5000; do
   R[direct_$rate]=$(oha_run "$BACKEND1" "$rate" -c 32)
@@ -113,7 +129,8 @@ for rate in 1000 5000; do
   R[direct_h2_$rate]=$(oha_run "$H2_BACKEND1" "$rate" --http2 -c 4 -p 8)
   R[proxy_h2_$rate]=$(oha_run "$H2_GATEWAY" "$rate" --http2 -c 4 -p 8)
 done
-H2_CMD="nice -n $NICE taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z ${DURATION}s -q RATE --latency-correction --http2 -c 4 -p 8 URL"
+realtime off $PROXY_PID "$NGINX_WORKER"
+H2_CMD="$LAT_PREFIX nice -n $NICE taskset -c $LOADGEN_CPU oha --no-tui --output-format json --worker-threads 1 -z ${DURATION}s -q RATE --latency-correction --http2 -c 4 -p 8 URL"
 
 # wrk → "req/s total_requests"
 wrk_run() {
@@ -171,7 +188,14 @@ CPU_MODEL=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
   echo "so \"direct\" and \"through the proxy\" runs compete for the same CPU on the client side."
   echo "Load average (1/5/15 min) when the runs started: $LOAD_START; when they ended: $LOAD_END. On a shared"
   echo "machine anything above ~0.5 at the start means other work competed for the two cores: tails (p99) are the"
-  echo "figures it disturbs most. Every measured process runs at \`nice -n $NICE\`, direct and proxied alike."
+  echo "figures it disturbs most. Every measured process runs at \`nice -n $NICE\`, direct and proxied alike;"
+  if [[ -n "$LAT_PREFIX" ]]; then
+    echo "during the fixed-rate latency runs nginx, oha and the proxy also run under SCHED_FIFO (\`$LAT_PREFIX\`,"
+    echo "\`chrt -a -f -p 50 PID\`) so that other work cannot preempt them. The throughput runs do not (they would"
+    echo "starve the machine)."
+  else
+    echo "no real-time scheduling was available, so latency tails include preemption by other work."
+  fi
   echo
   echo "## Added latency at a fixed rate"
   echo
