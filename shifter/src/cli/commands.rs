@@ -15,7 +15,7 @@ use shifter_crds::traffic_split::{Backend, TrafficSplit};
 
 use super::args::{CanaryArgs, PromoteArgs, StartArgs, WeightArgs, WeightAssignment, check_unique};
 use super::connect::connect;
-use super::error::{CliError, is_conflict, is_not_found};
+use super::error::{CliError, is_conflict, is_not_found, request_error};
 
 /// The field manager of every write this CLI makes.
 pub const FIELD_MANAGER: &str = "kubectl-shift";
@@ -34,7 +34,7 @@ pub(crate) async fn get_canary(api: &Api<Canary>, name: &str, namespace: &str) -
         if is_not_found(&e) {
             CliError::NotFound { kind: "canary", name: name.into(), namespace: namespace.into() }
         } else {
-            CliError::api(format!("reading canary {name}"), e)
+            request_error(format!("reading canary {name}"), "Canary (shifter.dev)", e)
         }
     })
 }
@@ -52,7 +52,7 @@ async fn patch_canary(
         if is_not_found(&e) {
             CliError::NotFound { kind: "canary", name: name.into(), namespace: target.namespace.clone() }
         } else {
-            CliError::api(format!("updating canary {name}"), e)
+            request_error(format!("updating canary {name}"), "Canary (shifter.dev)", e)
         }
     })
 }
@@ -170,7 +170,7 @@ pub async fn weight(args: WeightArgs) -> Result<(), CliError> {
             if is_not_found(&e) {
                 CliError::NotFound { kind: "trafficsplit", name: name.clone(), namespace: target.namespace.clone() }
             } else {
-                CliError::api(format!("reading trafficsplit {name}"), e)
+                request_error(format!("reading trafficsplit {name}"), "TrafficSplit (split.smi-spec.io)", e)
             }
         })?;
         let backends = apply_weights(name, &split.spec.backends, &args.weights)?;
@@ -190,7 +190,13 @@ pub async fn weight(args: WeightArgs) -> Result<(), CliError> {
                 return Ok(());
             }
             Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(CliError::api(format!("updating trafficsplit {name}"), e)),
+            Err(e) => {
+                return Err(request_error(
+                    format!("updating trafficsplit {name}"),
+                    "TrafficSplit (split.smi-spec.io)",
+                    e,
+                ));
+            }
         }
     }
     Err(CliError::Invalid(format!("trafficsplit {name} kept changing while it was updated; try again")))

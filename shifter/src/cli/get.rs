@@ -8,7 +8,7 @@ use shifter_crds::traffic_split::TrafficSplit;
 use super::args::GetArgs;
 use super::commands::weights_line;
 use super::connect::connect;
-use super::error::CliError;
+use super::error::{CliError, request_error};
 use super::output::{list, print_object};
 use super::render::{Colour, Style, paint, phase_colour, table, truncate, verdict_colour};
 
@@ -23,8 +23,13 @@ pub async fn get(args: GetArgs) -> Result<(), CliError> {
         (Api::namespaced(target.client.clone(), &target.namespace), Api::namespaced(target.client, &target.namespace))
     };
     let lp = ListParams::default();
-    let splits = splits.list(&lp).await.map_err(|e| CliError::api("listing trafficsplits", e))?.items;
-    let canaries = canaries.list(&lp).await.map_err(|e| CliError::api("listing canaries", e))?.items;
+    let splits = splits
+        .list(&lp)
+        .await
+        .map_err(|e| request_error("listing trafficsplits", "TrafficSplit (split.smi-spec.io)", e))?
+        .items;
+    let canaries =
+        canaries.list(&lp).await.map_err(|e| request_error("listing canaries", "Canary (shifter.dev)", e))?.items;
 
     if let Some(format) = args.output {
         let mut items = Vec::new();
