@@ -268,11 +268,16 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Starts logging and a multi-threaded runtime, then runs the controller.
-pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+/// Structured logs on stderr, filtered by `RUST_LOG` (default `info`), coloured only on a terminal.
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+/// Starts logging and a multi-threaded runtime, then runs the controller.
+pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+    init_logging();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
 }

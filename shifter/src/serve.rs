@@ -91,9 +91,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// [`run`] with logging on a multi-threaded runtime.
 pub fn run_blocking(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    shifter_controller::runtime::init_logging();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
 }

@@ -405,16 +405,7 @@ fn observe_split(
     if have == want {
         return SplitObservation::AsWritten;
     }
-    let manager = split
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|m| m.subresource.as_deref().unwrap_or("").is_empty())
-        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").is_some()))
-        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
-        .and_then(|m| m.manager.clone())
-        .unwrap_or_default();
+    let manager = crate::index::state::last_spec_manager(&split.metadata).unwrap_or_default();
     if manager == SPLIT_MANAGER || manager.is_empty() {
         // Our own earlier write (e.g. before a restart): status decides what it must say now.
         return SplitObservation::Missing;

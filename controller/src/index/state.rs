@@ -146,16 +146,7 @@ impl SplitInfo {
             .flatten()
             .find(|o| o.kind == "Canary" && o.api_version.starts_with("shifter.dev/"))
             .map(|o| o.name.clone());
-        // The newest managedFields entry that touched spec names who changed the weights last.
-        let spec_manager = ts
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|m| m.subresource.as_deref().unwrap_or("").is_empty())
-            .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").is_some()))
-            .max_by_key(|m| m.time.as_ref().map(|t| t.0))
-            .and_then(|m| m.manager.clone());
+        let spec_manager = last_spec_manager(&ts.metadata);
         SplitInfo {
             name: ts.name_any(),
             service: ts.spec.service.clone(),
@@ -172,4 +163,16 @@ impl SplitInfo {
 
 pub fn route_group_matches(group: &HTTPRouteGroup) -> Vec<HttpMatch> {
     group.spec.matches.clone()
+}
+
+/// The field manager that last wrote `spec`: the newest managedFields entry, outside
+/// subresources, that owns spec fields (e.g. `kubectl-patch`, `kubectl-client-side-apply`).
+pub fn last_spec_manager(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.subresource.as_deref().unwrap_or("").is_empty())
+        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").is_some()))
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.clone())
 }
