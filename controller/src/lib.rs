@@ -13,6 +13,7 @@ pub use authority::{Authority, AuthorityError};
 pub use index::{DestinationIndex, Index};
 pub mod admin;
 pub mod canary;
+pub mod conversion;
 pub mod events;
 pub mod lease;
 pub mod metrics;

@@ -184,10 +184,15 @@ impl Controller {
             TelemetryService::with_relay(telemetry.clone(), metrics.clone(), relay_tx, leadership.clone()),
             check,
         );
+        // gRPC for proxies and, on the same TLS port, the CRD conversion webhook (`POST /convert`,
+        // which the cluster's API server calls without a token; it reveals nothing).
+        let routes = tonic::service::Routes::new(destinations)
+            .add_service(reports)
+            .into_axum_router()
+            .route("/convert", axum::routing::post(crate::conversion::handler));
         let router = Server::builder()
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?
-            .add_service(destinations)
-            .add_service(reports);
+            .add_routes(tonic::service::Routes::from(routes));
         tokio::spawn(
             async move {
                 if let Err(error) = router.serve_with_incoming(TcpListenerStream::new(grpc)).await {
@@ -196,6 +201,9 @@ impl Controller {
             }
             .instrument(tracing::info_span!("grpc", addr = %grpc_addr)),
         );
+        if args.tls_cert.is_none() {
+            spawn_ca_bundle_injection(client.clone(), ca_pem.clone(), leadership.clone());
+        }
         let admin_addr = crate::admin::spawn(admin, metrics.clone(), synced.clone());
         let leader_metrics = metrics.clone();
         let mut leader_rx = leadership.clone();
@@ -250,6 +258,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     shutdown_signal().await;
     controller.shutdown().await;
     Ok(())
+}
+
+/// With a generated CA, the leader writes it into the TrafficSplit CRD's conversion webhook
+/// `caBundle` so the cluster's API server trusts `/convert`. (With --tls-cert, whoever issued the
+/// certificate injects its CA, e.g. cert-manager's cainjector.)
+fn spawn_ca_bundle_injection(client: Client, ca_pem: Vec<u8>, mut leadership: watch::Receiver<Leadership>) {
+    use base64::Engine;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+    tokio::spawn(async move {
+        if leadership.wait_for(|l| l.is_leader).await.is_err() {
+            return;
+        }
+        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client);
+        let name = "trafficsplits.split.smi-spec.io";
+        let Ok(Some(crd)) = crds.get_opt(name).await else { return };
+        let current =
+            crd.spec.conversion.as_ref().and_then(|c| c.webhook.as_ref()).and_then(|w| w.client_config.as_ref());
+        if crd.spec.conversion.as_ref().is_none_or(|c| c.strategy != "Webhook")
+            || current.and_then(|c| c.ca_bundle.as_ref()).is_some_and(|b| b.0 == ca_pem)
+        {
+            return;
+        }
+        let patch = serde_json::json!({"spec": {"conversion": {"webhook": {"clientConfig": {"caBundle": bundle}}}}});
+        match crds.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+            Ok(_) => info!(crd = name, "conversion webhook caBundle set"),
+            Err(error) => tracing::warn!(%error, crd = name, "could not set the conversion webhook caBundle"),
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -302,5 +302,46 @@ async fn routing_tables_need_tls_and_the_token() {
     });
     let snapshot = client.watch(watch).await.unwrap().into_inner().message().await.unwrap().unwrap();
     assert!(snapshot.exists);
+
+    // The same TLS port serves the CRD conversion webhook, and the leader put its CA in the CRD.
+    // The API server's Go client offers h2 over TLS; so does this one.
+    let https = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&controller.ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let review = serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+        "request": {"uid": "u1", "desiredAPIVersion": "split.smi-spec.io/v1alpha1", "objects": [{
+            "apiVersion": "split.smi-spec.io/v1alpha4", "kind": "TrafficSplit", "metadata": {"name": "web"},
+            "spec": {"service": "web", "backends": [{"service": "web-v1", "weight": 90}]}
+        }]}
+    });
+    let answer: Value = https
+        .post(format!("https://localhost:{}/convert", controller.grpc.port()))
+        .json(&review)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["response"]["uid"], "u1");
+    assert_eq!(answer["response"]["convertedObjects"][0]["spec"]["backends"][0]["weight"], "90");
+    wait_until(
+        Duration::from_secs(20),
+        || {
+            !s.cluster
+                .kubectl_ok(&[
+                    "get",
+                    "crd",
+                    "trafficsplits.split.smi-spec.io",
+                    "-o",
+                    "jsonpath={.spec.conversion.webhook.clientConfig.caBundle}",
+                ])
+                .is_empty()
+        },
+        || "the CA never reached the CRD".into(),
+    );
     drop(s.web);
 }
