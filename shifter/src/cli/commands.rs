@@ -183,7 +183,7 @@ pub async fn weight(args: WeightArgs) -> Result<(), CliError> {
                 println!("trafficsplit/{name} weights: {}", weights_line(&backends));
                 if let Some(owner) = split.metadata.owner_references.iter().flatten().find(|o| o.kind == "Canary") {
                     eprintln!(
-                        "note: canary {0} drives this split; it pauses rather than overwrite your change. `kubectl shift resume {0}` hands control back",
+                        "note: canary {0} drives this split; during a rollout it pauses instead of overwriting your change, and `kubectl shift resume {0}` hands control back",
                         owner.name
                     );
                 }

@@ -57,7 +57,10 @@ pub enum Verb {
     name = "kubectl-shift",
     bin_name = "kubectl shift",
     version,
-    about = "Traffic shifting and canaries with shifter"
+    about = "Traffic shifting and canaries with shifter",
+    after_help = "Exit codes: 0 success, 1 `wait` saw a rollback, 2 bad arguments, API errors or a `wait` timeout.\n\
+                  Install: put `kubectl-shift` on PATH (`cargo install --path shifter` installs it), or link the \
+                  shifter binary under that name: ln -s \"$(command -v shifter)\" ~/.local/bin/kubectl-shift"
 )]
 pub struct Plugin {
     #[command(subcommand)]

@@ -36,8 +36,8 @@ pub async fn status(args: StatusArgs) -> Result<(), CliError> {
             None => {
                 let view = render(c, Timestamp::now(), style);
                 if style.unicode && args.watch {
-                    // Home, clear screen, draw: a live view on a terminal.
-                    print!("\x1b[H\x1b[2J{view}");
+                    // Home, then overwrite each line and clear what is left: a live view without flicker.
+                    print!("\x1b[H{}\x1b[J", view.replace('\n', "\x1b[K\n"));
                 } else {
                     print!("{view}");
                     if args.watch {
@@ -124,6 +124,12 @@ pub fn render(canary: &Canary, now: Timestamp, style: Style) -> String {
     line(&mut out, format!("traffic: {}", weight_bar(stable, subject, status.canary_weight, BAR_WIDTH, style)));
     line(&mut out, format!("steps:   {}", step_progress(&steps, status.phase, status.current_step, style)));
 
+    if status.backends.is_empty()
+        && matches!(status.phase, CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::WaitingConfirmation)
+    {
+        line(&mut out, String::new());
+        line(&mut out, "no traffic reported yet: analysis needs requests through the mesh to judge the canary".into());
+    }
     if !status.backends.is_empty() {
         let window = status.backends.iter().map(|b| b.window_seconds).max().unwrap_or(0);
         line(&mut out, String::new());
@@ -267,6 +273,15 @@ mod tests {
             "{view}"
         );
         assert!(view.contains("12s ago  Inconclusive  step 2 (20%)  only 12 canary requests"), "{view}");
+    }
+
+    #[test]
+    fn a_rollout_without_traffic_says_so() {
+        let mut c = canary();
+        c.status.as_mut().unwrap().backends.clear();
+        let view = render(&c, Timestamp::now(), Style::PLAIN);
+        assert!(view.contains("no traffic reported yet"), "{view}");
+        assert!(!view.contains("VERSION"), "{view}");
     }
 
     #[test]
