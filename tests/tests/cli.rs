@@ -246,6 +246,21 @@ async fn wait_exits_0_promoted_1_rolled_back_2_timeout_and_ignores_stale_results
     let run = shift(&cluster, &["wait", "nope", "-n", NS, "--timeout", "5s"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("canary \"nope\" not found"), "{run:?}");
+
+    // Deleted while waiting: exit 2, not a hang until the timeout.
+    let run = shift(&cluster, &["start", "web", "--canary", "web-v3", "-n", NS]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let waiter = cluster
+        .kubectl_shift_command(&["wait", "web", "-n", NS, "--timeout", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wait");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.kubectl_ok(&["delete", "canary", "web", "-n", NS]);
+    let run: Run = waiter.wait_with_output().expect("wait runs").into();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("canary \"web\" not found"), "{run:?}");
 }
 
 #[tokio::test]
