@@ -14,7 +14,7 @@ use shifter_crds::canary::{COMMAND_ANNOTATION, Canary, CanaryPhase};
 use shifter_crds::traffic_split::{Backend, TrafficSplit};
 
 use super::args::{CanaryArgs, PromoteArgs, StartArgs, WeightArgs, WeightAssignment, check_unique};
-use super::connect::connect;
+use super::connect::{Target, connect};
 use super::error::{CliError, is_conflict, is_not_found, request_error};
 
 /// The field manager of every write this CLI makes.
@@ -40,13 +40,8 @@ pub(crate) async fn get_canary(api: &Api<Canary>, name: &str, namespace: &str) -
 }
 
 /// Merge-patches a Canary (after checking it exists, so a typo gets a clear answer).
-async fn patch_canary(
-    name: &str,
-    connect_args: &super::args::ConnectArgs,
-    patch: serde_json::Value,
-) -> Result<Canary, CliError> {
-    let target = connect(connect_args).await?;
-    let api: Api<Canary> = Api::namespaced(target.client, &target.namespace);
+async fn patch_canary(target: &Target, name: &str, patch: serde_json::Value) -> Result<Canary, CliError> {
+    let api: Api<Canary> = Api::namespaced(target.client.clone(), &target.namespace);
     get_canary(&api, name, &target.namespace).await?;
     api.patch(name, &params(), &Patch::Merge(&patch)).await.map_err(|e| {
         if is_not_found(&e) {
@@ -82,7 +77,7 @@ fn note_if_idle(canary: &Canary, verb: &str) {
 pub async fn promote(args: PromoteArgs) -> Result<(), CliError> {
     let verb = if args.full { "promote-full" } else { "promote" };
     let value = command_value(verb, Timestamp::now());
-    let canary = patch_canary(&args.name, &args.connect, command_patch(&value)).await?;
+    let canary = patch_canary(&connect(&args.connect).await?, &args.name, command_patch(&value)).await?;
     let what = if args.full { "promotion to 100%" } else { "promotion to the next step" };
     println!("canary/{} {what} requested ({COMMAND_ANNOTATION}={value})", args.name);
     note_if_idle(&canary, verb);
@@ -91,14 +86,14 @@ pub async fn promote(args: PromoteArgs) -> Result<(), CliError> {
 
 pub async fn abort(args: CanaryArgs) -> Result<(), CliError> {
     let value = command_value("abort", Timestamp::now());
-    let canary = patch_canary(&args.name, &args.connect, command_patch(&value)).await?;
+    let canary = patch_canary(&connect(&args.connect).await?, &args.name, command_patch(&value)).await?;
     println!("canary/{} abort requested: traffic goes back to stable ({COMMAND_ANNOTATION}={value})", args.name);
     note_if_idle(&canary, "abort");
     Ok(())
 }
 
 pub async fn pause(args: CanaryArgs) -> Result<(), CliError> {
-    patch_canary(&args.name, &args.connect, json!({"spec": {"paused": true}})).await?;
+    patch_canary(&connect(&args.connect).await?, &args.name, json!({"spec": {"paused": true}})).await?;
     println!("canary/{} paused (spec.paused=true); traffic stays where it is until `resume`", args.name);
     Ok(())
 }
@@ -107,23 +102,23 @@ pub async fn resume(args: CanaryArgs) -> Result<(), CliError> {
     let value = command_value("resume", Timestamp::now());
     let mut patch = command_patch(&value);
     patch["spec"] = json!({"paused": false});
-    patch_canary(&args.name, &args.connect, patch).await?;
+    patch_canary(&connect(&args.connect).await?, &args.name, patch).await?;
     println!("canary/{} resumed (spec.paused=false, {COMMAND_ANNOTATION}={value})", args.name);
     Ok(())
 }
 
 pub async fn start(args: StartArgs) -> Result<(), CliError> {
     let target = connect(&args.connect).await?;
-    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(target.client.clone(), &target.namespace);
+    let patch = json!({"spec": {"canary": args.canary}});
+    patch_canary(&target, &args.name, patch).await?;
+    println!("canary/{} rollout of {} requested (spec.canary={})", args.name, args.canary, args.canary);
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(target.client, &target.namespace);
     if let Ok(None) = services.get_opt(&args.canary).await {
         eprintln!(
             "note: service {} does not exist in namespace {} yet; it gets no traffic until it does",
             args.canary, target.namespace
         );
     }
-    let patch = json!({"spec": {"canary": args.canary}});
-    patch_canary(&args.name, &args.connect, patch).await?;
-    println!("canary/{} rollout of {} requested (spec.canary={})", args.name, args.canary, args.canary);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! verdict and why, recent history and progress through the steps. `--watch` redraws on every
 //! change (the watch API); on a terminal it redraws in place, elsewhere it appends.
 
+use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -44,7 +45,7 @@ pub async fn status(args: StatusArgs) -> Result<(), CliError> {
                         println!();
                     }
                 }
-                Ok(())
+                std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))
             }
         }
     };
