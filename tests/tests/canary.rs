@@ -262,3 +262,67 @@ async fn a_controller_killed_mid_rollout_resumes_at_the_same_step() {
     assert_eq!(phase, "Succeeded");
     drop(restarted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_called_once_and_a_failing_pre_rollout_hook_rolls_back() {
+    let cluster = Cluster::start().await;
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    let (stable, canary) = (Backend::start("web-v1").await, Backend::start("web-v2").await);
+    let (good_hook, bad_hook) = (Backend::start("smoke").await, Backend::start("broken").await);
+    bad_hook.set_failure_rate(1.0);
+    for (svc, port) in [("web", stable.port()), ("web-v1", stable.port()), ("web-v2", canary.port())] {
+        cluster.service("shop", svc, Some(port));
+    }
+    let _controller = cluster.start_controller("controller");
+    let hooks = |url: SocketAddrLike| {
+        format!("  webhooks:\n  - {{name: smoke, type: pre-rollout, url: 'http://{url}/', timeout: 2s}}\n")
+    };
+    // A pre-rollout hook that answers 200 runs once and lets the first step take traffic.
+    cluster.apply(&format!("{}{}", canary_yaml("[{weight: 20}]", "5m"), hooks(good_hook.addr)));
+    wait_until(
+        Duration::from_secs(30),
+        || split(&cluster).contains("web-v2=20"),
+        || format!("split: {}", split(&cluster)),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(good_hook.served(), 1, "a pre-rollout hook that succeeded is never called again");
+
+    // A new canary whose pre-rollout hook answers 500 (retried, then a failed check) rolls back
+    // without ever sending it traffic.
+    cluster.apply(&format!(
+        "{}{}",
+        canary_yaml("[{weight: 20}]", "5m").replace("canary: web-v2", "canary: web-v1-broken"),
+        hooks(bad_hook.addr)
+    ));
+    cluster.service("shop", "web-v1-broken", Some(canary.port()));
+    wait_until(
+        Duration::from_secs(40),
+        || canary_phase(&cluster) == "RolledBack",
+        || format!("phase {}", canary_phase(&cluster)),
+    );
+    let c: Value =
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "canary", "web", "-n", "shop", "-o", "json"])).unwrap();
+    let rolled = condition(&c, "RolledBack");
+    assert!(rolled["message"].as_str().unwrap().contains("smoke: HTTP 500"), "{rolled}");
+    assert!(bad_hook.served() >= 3, "retried before counting a failure: {}", bad_hook.served());
+    assert!(!split(&cluster).contains("web-v1-broken=20"), "no traffic moved: {}", split(&cluster));
+}
+
+type SocketAddrLike = std::net::SocketAddr;
+
+fn split(cluster: &Cluster) -> String {
+    let out = cluster.kubectl(&[
+        "get",
+        "ts",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={range .spec.backends[*]}{.service}={.weight} {end}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn canary_phase(cluster: &Cluster) -> String {
+    cluster.kubectl_ok(&["get", "canary", "web", "-n", "shop", "-o", "jsonpath={.status.phase}"])
+}
