@@ -7,7 +7,7 @@
 #   - resident memory idle and under load; time from start to /ready (hyperfine).
 # Installs what it needs (wrk, hyperfine, nginx-light via apt-get; oha via cargo install) and builds
 # release. Bounded: 12 runs of $DURATION seconds (default 20) plus the build.
-# Usage: bench/proxy.sh            DURATION=10 bench/proxy.sh
+# Usage: bench/proxy.sh            DURATION=10 bench/proxy.sh      SHIFTER_BIN=path bench/proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,8 +52,13 @@ if ((${#missing[@]})); then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha >/dev/null || cargo install oha --locked
-cargo build --release -p shifter
-BIN=$PWD/target/release/shifter
+# SHIFTER_BIN=path uses an already built binary instead of building release here.
+if [[ -n "${SHIFTER_BIN:-}" ]]; then
+  BIN=$SHIFTER_BIN
+else
+  cargo build --release -p shifter
+  BIN=$PWD/target/release/shifter
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
