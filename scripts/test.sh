@@ -9,4 +9,4 @@ export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts")
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+cargo test --workspace --no-fail-fast

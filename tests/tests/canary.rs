@@ -20,6 +20,12 @@ struct Rollout {
     load: Option<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
 }
 
+/// A Canary judged on success rate alone: for tests about the rollout's mechanics (gates, restarts),
+/// where the latency judge's need for volume would only slow them down.
+fn success_rate_only(yaml: String) -> String {
+    format!("{yaml}    metrics: [{{name: success-rate, type: successRate}}]\n")
+}
+
 fn canary_yaml(steps: &str, deadline: &str) -> String {
     format!(
         "apiVersion: shifter.dev/v1alpha1\nkind: Canary\nmetadata: {{name: web, namespace: shop}}\nspec:\n  service: web\n  stable: web-v1\n  canary: web-v2\n  steps: {steps}\n  progressDeadline: {deadline}\n  analysis:\n    interval: 1s\n    minRequests: 50\n    minDuration: 2s\n"
@@ -27,6 +33,10 @@ fn canary_yaml(steps: &str, deadline: &str) -> String {
 }
 
 async fn rollout(steps: &str, deadline: &str) -> Rollout {
+    rollout_of(canary_yaml(steps, deadline)).await
+}
+
+async fn rollout_of(manifest: String) -> Rollout {
     let cluster = Cluster::start().await;
     cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
     let (stable, canary) = (Backend::start("web-v1").await, Backend::start("web-v2").await);
@@ -35,7 +45,7 @@ async fn rollout(steps: &str, deadline: &str) -> Rollout {
     cluster.service("shop", "web-v2", Some(canary.port()));
     let controller = cluster.start_controller("controller");
     let proxy = cluster.start_proxy("proxy", AUTHORITY, &controller);
-    cluster.apply(&canary_yaml(steps, deadline));
+    cluster.apply(&manifest);
     Rollout { cluster, controller, proxy, stable, canary, load: None }
 }
 
@@ -123,10 +133,12 @@ fn condition<'a>(canary: &'a Value, type_: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted_through_every_step() {
-    let mut r = rollout("[{weight: 20}, {weight: 50}]", "2m").await;
-    r.start_load(150);
+    // Both default metrics (success rate and latency) must show the canary safe at each step, which
+    // takes a few thousand canary requests: generous time, as the machine is shared.
+    let mut r = rollout("[{weight: 30}, {weight: 60}]", "6m").await;
+    r.start_load(200);
     let promoted =
-        r.cluster.kubectl(&["wait", "canary/web", "-n", "shop", "--for=condition=Promoted", "--timeout=150s"]);
+        r.cluster.kubectl(&["wait", "canary/web", "-n", "shop", "--for=condition=Promoted", "--timeout=400s"]);
     let (phase, c) = r.wait_for_end(Duration::from_secs(30));
     assert_eq!(phase, "Succeeded", "{}", c["status"]);
     assert!(
@@ -136,7 +148,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
     );
     assert_eq!(c["status"]["stable"], "web-v2");
     let steps: Vec<String> = r.events().into_iter().filter(|e| e.starts_with("StepStarted")).collect();
-    assert!(steps.iter().any(|e| e.contains("20%")) && steps.iter().any(|e| e.contains("50%")), "{steps:?}");
+    assert!(steps.iter().any(|e| e.contains("30%")) && steps.iter().any(|e| e.contains("60%")), "{steps:?}");
     wait_until(
         Duration::from_secs(10),
         || r.split_weights().trim() == "web-v2=100",
@@ -195,7 +207,7 @@ async fn without_traffic_it_holds_then_rolls_back_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_holds_until_promote_and_abort_rolls_back_at_once() {
-    let mut r = rollout("[{weight: 20, gate: true}, {weight: 50}]", "5m").await;
+    let mut r = rollout_of(success_rate_only(canary_yaml("[{weight: 20, gate: true}, {weight: 50}]", "5m"))).await;
     r.start_load(150);
     wait_until(
         Duration::from_secs(120),
@@ -236,7 +248,9 @@ async fn a_gate_holds_until_promote_and_abort_rolls_back_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_mid_rollout_resumes_at_the_same_step() {
-    let mut r = rollout("[{weight: 20}, {weight: 40, pause: 20s}, {weight: 60}]", "5m").await;
+    let mut r =
+        rollout_of(success_rate_only(canary_yaml("[{weight: 20}, {weight: 40, pause: 20s}, {weight: 60}]", "5m")))
+            .await;
     r.start_load(150);
     wait_until(
         Duration::from_secs(120),
