@@ -98,15 +98,7 @@ impl Rollout {
     }
 
     fn split_weights(&self) -> String {
-        self.cluster.kubectl_ok(&[
-            "get",
-            "ts",
-            "web",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={range .spec.backends[*]}{.service}={.weight} {end}",
-        ])
+        split(&self.cluster)
     }
 
     fn events(&self) -> Vec<String> {
