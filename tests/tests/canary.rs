@@ -20,10 +20,10 @@ struct Rollout {
     load: Option<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
 }
 
-/// A Canary judged on success rate alone: for tests about the rollout's mechanics (gates, restarts),
-/// where the latency judge's need for volume would only slow them down.
+/// A Canary judged by an absolute success-rate guard only: for tests about the rollout's mechanics
+/// (gates, restarts), which should not wait for the comparative test to gather evidence.
 fn success_rate_only(yaml: String) -> String {
-    format!("{yaml}    metrics: [{{name: success-rate, type: successRate}}]\n")
+    format!("{yaml}    metrics: [{{name: success-rate, type: successRate, mode: absolute, minSuccessRate: 99}}]\n")
 }
 
 fn canary_yaml(steps: &str, deadline: &str) -> String {
