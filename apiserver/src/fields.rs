@@ -103,17 +103,26 @@ pub fn field_set(obj: &Value, lists: &ListKinds<'_>) -> FieldSet {
     out
 }
 
+/// Each member of an object, as `f:<name>` under `path`.
+fn collect_members<'v>(
+    m: &'v serde_json::Map<String, Value>,
+    path: &mut Path,
+    names: &mut Vec<&'v str>,
+    lists: &ListKinds<'_>,
+    out: &mut FieldSet,
+) {
+    for (k, v) in m {
+        path.push(format!("f:{k}"));
+        names.push(k);
+        collect(v, path, names, lists, out);
+        names.pop();
+        path.pop();
+    }
+}
+
 fn collect<'v>(value: &'v Value, path: &mut Path, names: &mut Vec<&'v str>, lists: &ListKinds<'_>, out: &mut FieldSet) {
     match value {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, v) in m {
-                path.push(format!("f:{k}"));
-                names.push(k);
-                collect(v, path, names, lists, out);
-                names.pop();
-                path.pop();
-            }
-        }
+        Value::Object(m) if !m.is_empty() => collect_members(m, path, names, lists, out),
         Value::Array(items) if !items.is_empty() => match lists.at(names) {
             ListKind::Atomic => {
                 out.insert(path.clone());
@@ -134,13 +143,7 @@ fn collect<'v>(value: &'v Value, path: &mut Path, names: &mut Vec<&'v str>, list
                     path.push(token);
                     out.insert(path.clone());
                     if let Some(m) = item.as_object() {
-                        for (k, v) in m {
-                            path.push(format!("f:{k}"));
-                            names.push(k);
-                            collect(v, path, names, lists, out);
-                            names.pop();
-                            path.pop();
-                        }
+                        collect_members(m, path, names, lists, out);
                     }
                     path.pop();
                 }
