@@ -120,7 +120,7 @@ pub fn canary_row(canary: &Canary, style: Style) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shifter_crds::canary::{CanarySpec, CanaryStatus, VerdictRecord, VerdictResult};
+    use shifter_crds::canary::{CanaryStatus, VerdictRecord, VerdictResult};
     use shifter_crds::traffic_split::{Backend, TrafficSplitSpec};
 
     fn mk_split(name: &str, backends: &[(&str, i64)]) -> TrafficSplit {
@@ -131,14 +131,7 @@ mod tests {
     }
 
     fn mk_canary(phase: shifter_crds::CanaryPhase, weight: u32, step: u32) -> Canary {
-        let spec = CanarySpec {
-            service: "web".into(),
-            stable: "web-v1".into(),
-            canary: "web-v2".into(),
-            ..Default::default()
-        };
-        let mut c = Canary::new("web", spec);
-        c.metadata.namespace = Some("shop".into());
+        let mut c = crate::cli::test_canary();
         c.status = Some(CanaryStatus {
             phase,
             canary: Some("web-v2".into()),

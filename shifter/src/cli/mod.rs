@@ -15,6 +15,20 @@ pub mod render;
 pub mod status;
 pub mod wait;
 
+/// The Canary unit tests start from: `shop/web`, rolling `web-v2` out in place of `web-v1`.
+#[cfg(test)]
+pub(crate) fn test_canary() -> shifter_crds::Canary {
+    let spec = shifter_crds::CanarySpec {
+        service: "web".into(),
+        stable: "web-v1".into(),
+        canary: "web-v2".into(),
+        ..Default::default()
+    };
+    let mut c = shifter_crds::Canary::new("web", spec);
+    c.metadata.namespace = Some("shop".into());
+    c
+}
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

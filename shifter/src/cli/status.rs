@@ -204,17 +204,10 @@ pub fn render(canary: &Canary, now: Timestamp, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shifter_crds::canary::{BackendStats, CanarySpec, CanaryStatus, VerdictRecord, VerdictResult};
+    use shifter_crds::canary::{BackendStats, CanaryStatus, VerdictRecord, VerdictResult};
 
     fn canary() -> Canary {
-        let spec = CanarySpec {
-            service: "web".into(),
-            stable: "web-v1".into(),
-            canary: "web-v2".into(),
-            ..Default::default()
-        };
-        let mut c = Canary::new("web", spec);
-        c.metadata.namespace = Some("shop".into());
+        let mut c = crate::cli::test_canary();
         let verdict = |result, reason: &str, time: &str| VerdictRecord {
             result,
             reason: reason.into(),
