@@ -19,6 +19,9 @@ pub(crate) enum Protocol {
     Http1,
     Http2,
     Opaque,
+    /// The client sent nothing within the timeout: a server-first protocol, or a client that
+    /// opened the connection ahead of need (HTTP connection pools do).
+    Silent,
 }
 
 /// Classifies what has been read so far; `None` means more bytes are needed.
@@ -38,8 +41,8 @@ fn classify(buf: &[u8]) -> Option<Protocol> {
     (buf.len() > MAX_METHOD).then_some(Protocol::Opaque)
 }
 
-/// Reads until the protocol is known, the peer stops sending for `timeout` (opaque: some
-/// protocols wait for the server to speak first) or closes.
+/// Reads until the protocol is known, the peer stops sending for `timeout` (opaque, or silent when
+/// nothing at all arrived: some protocols wait for the server to speak first) or closes.
 pub(crate) async fn detect<T: AsyncRead + Unpin>(io: &mut T, timeout: Duration) -> io::Result<(Protocol, Bytes)> {
     let mut buf = BytesMut::with_capacity(256);
     let deadline = tokio::time::sleep(timeout);
@@ -54,7 +57,10 @@ pub(crate) async fn detect<T: AsyncRead + Unpin>(io: &mut T, timeout: Duration) 
                     return Ok((p, buf.freeze()));
                 }
             }
-            _ = &mut deadline => return Ok((Protocol::Opaque, buf.freeze())),
+            _ = &mut deadline => {
+                let protocol = if buf.is_empty() { Protocol::Silent } else { Protocol::Opaque };
+                return Ok((protocol, buf.freeze()));
+            }
         }
     }
 }
@@ -135,5 +141,16 @@ mod tests {
         let mut all = Vec::new();
         Prefixed::new(prefix, server).read_to_end(&mut all).await.unwrap();
         assert_eq!(all, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn nothing_sent_is_silent_and_a_partial_token_is_opaque() {
+        let (_client, mut server) = tokio::io::duplex(64);
+        let (p, prefix) = detect(&mut server, Duration::from_millis(50)).await.unwrap();
+        assert_eq!((p, prefix.len()), (Protocol::Silent, 0));
+        let (mut client, mut server) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET").await.unwrap();
+        let (p, prefix) = detect(&mut server, Duration::from_millis(50)).await.unwrap();
+        assert_eq!((p, &prefix[..]), (Protocol::Opaque, &b"GET"[..]));
     }
 }

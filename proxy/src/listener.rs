@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -18,6 +19,10 @@ use crate::destinations::Destinations;
 use crate::detect::{Prefixed, Protocol, detect};
 use crate::forward::{HttpContext, forward};
 use crate::pool::UpstreamProtocol;
+
+/// How long a connection may stay silent on both sides before it is closed, like an idle
+/// keep-alive connection.
+const SILENT_LIMIT: Duration = Duration::from_secs(60);
 
 /// What every listener shares.
 pub(crate) struct Shared {
@@ -38,7 +43,7 @@ pub(crate) async fn serve(listener: TcpListener, fixed_authority: Option<String>
                 Err(error) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -63,10 +68,46 @@ async fn connection(
 ) {
     let settings = shared.destinations.settings().clone();
     let _ = stream.set_nodelay(true);
-    let (protocol, prefix) = match detect(&mut stream, settings.detect_timeout).await {
+    let (mut protocol, mut prefix) = match detect(&mut stream, settings.detect_timeout).await {
         Ok(detected) => detected,
         Err(error) => return debug!(%error, "connection failed during detection"),
     };
+    // Nobody spoke within the timeout. A server-first protocol (SMTP, MySQL) is waiting for the
+    // server's greeting, but an HTTP client may simply have opened this connection ahead of need.
+    // Connect upstream and let whichever side speaks first decide, so that a pooled HTTP connection
+    // used later is still routed and measured per request.
+    let mut upstream = None;
+    if protocol == Protocol::Silent {
+        let connected = match &ctx.fixed_authority {
+            Some(authority) => crate::tcp::connect(authority, &shared.destinations).await,
+            None => None,
+        };
+        if ctx.fixed_authority.is_some() && connected.is_none() {
+            return;
+        }
+        let first = tokio::time::timeout(SILENT_LIMIT, async {
+            match &connected {
+                Some(up) => tokio::select! {
+                    _ = up.readable() => true,
+                    _ = stream.readable() => false,
+                },
+                // The outbound listener learns where to go only from what the client sends.
+                None => stream.readable().await.is_err(),
+            }
+        });
+        let Ok(server_first) = first.await else {
+            return debug!(%peer, "closing a connection on which nobody spoke");
+        };
+        if !server_first {
+            (protocol, prefix) = match detect(&mut stream, settings.detect_timeout).await {
+                Ok(detected) => detected,
+                Err(error) => return debug!(%error, "connection failed during detection"),
+            };
+        }
+        if matches!(protocol, Protocol::Opaque | Protocol::Silent) {
+            upstream = connected;
+        }
+    }
     debug!(?protocol, %peer, "detected");
     let mut shutdown = shared.shutdown.clone();
     match protocol {
@@ -113,10 +154,11 @@ async fn connection(
                 }
             }
         }
-        Protocol::Opaque => match &ctx.fixed_authority {
-            Some(authority) => crate::tcp::forward(stream, prefix, authority, &shared.destinations).await,
+        Protocol::Opaque | Protocol::Silent => match (&ctx.fixed_authority, upstream) {
+            (_, Some(upstream)) => crate::tcp::pump(stream, prefix, upstream).await,
+            (Some(authority), None) => crate::tcp::forward(stream, prefix, authority, &shared.destinations).await,
             // Without an authority (no Host, no original destination) there is nowhere to send it.
-            None => debug!("opaque connection on the outbound listener; closing"),
+            (None, None) => debug!("opaque connection on the outbound listener; closing"),
         },
     }
 }

@@ -12,45 +12,80 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::balance::pick_endpoint;
+use crate::balance::{EndpointState, pick_endpoint};
 use crate::destinations::Destinations;
 use crate::metrics::BackendStats;
+
+/// A connection to one endpoint of the backend the weights chose.
+pub(crate) struct Upstream {
+    stream: TcpStream,
+    stats: Arc<BackendStats>,
+    endpoint: Arc<EndpointState>,
+}
+
+impl Upstream {
+    /// Resolves once the upstream has sent bytes or closed.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.stream.readable().await
+    }
+}
 
 /// Sends `client` (after `prefix`, bytes already read from it) to one backend of `authority`.
 pub(crate) async fn forward<T>(client: T, prefix: Bytes, authority: &str, dests: &Arc<Destinations>)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Some(upstream) = connect(authority, dests).await {
+        pump(client, prefix, upstream).await;
+    }
+}
+
+/// Picks a backend by weight and connects to one of its endpoints, trying others on failure.
+/// Failures to route are counted; `None` means the client connection should be closed.
+pub(crate) async fn connect(authority: &str, dests: &Arc<Destinations>) -> Option<Upstream> {
     let metrics = &dests.compiler().metrics;
     let table = match dests.resolve(authority).await {
         Ok(table) if table.exists() => table,
-        Ok(table) => return metrics.record_unrouted(&table.snapshot.authority, "service not found"),
-        Err(unrouted) => return metrics.record_unrouted(&unrouted.label(authority), unrouted.reason()),
+        Ok(table) => {
+            metrics.record_unrouted(&table.snapshot.authority, "service not found");
+            return None;
+        }
+        Err(unrouted) => {
+            metrics.record_unrouted(&unrouted.label(authority), unrouted.reason());
+            return None;
+        }
     };
-    let Some(route) = table.tcp_route() else { return metrics.record_unrouted(&table.snapshot.authority, "no route") };
+    let Some(route) = table.tcp_route() else {
+        metrics.record_unrouted(&table.snapshot.authority, "no route");
+        return None;
+    };
     let settings = dests.settings();
-    let mut connected = None;
     for attempt in 1..=settings.max_attempts {
         let Some(backend) = route.pick_backend() else { break };
         let endpoint = pick_endpoint(&backend.endpoints);
         match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
                 endpoint.mark_ok();
-                connected = Some((stream, backend, endpoint));
-                break;
+                let _ = stream.set_nodelay(true);
+                return Some(Upstream { stream, stats: backend.stats.clone(), endpoint: endpoint.clone() });
             }
             Ok(Err(error)) => debug!(%error, endpoint = %endpoint.addr, attempt, "dial failed"),
             Err(_) => debug!(endpoint = %endpoint.addr, attempt, "dial timed out"),
         }
         endpoint.mark_failed();
     }
-    let Some((mut upstream, backend, endpoint)) = connected else {
-        return metrics.record_unrouted(&table.snapshot.authority, "no reachable endpoint");
-    };
-    let stats = backend.stats.clone();
+    metrics.record_unrouted(&table.snapshot.authority, "no reachable endpoint");
+    None
+}
+
+/// Copies bytes both ways between `client` (after `prefix`) and `upstream` until both ends close.
+pub(crate) async fn pump<T>(client: T, prefix: Bytes, upstream: Upstream)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let Upstream { stream: mut upstream, stats, endpoint } = upstream;
     let _in_flight = endpoint.start();
     stats.tcp_opened();
-    let _ = upstream.set_nodelay(true);
     let mut client = Counted { inner: client, stats: stats.clone() };
     stats.tcp_read(prefix.len());
     let result = match upstream.write_all(&prefix).await {

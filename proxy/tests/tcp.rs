@@ -96,3 +96,67 @@ async fn http_connect_on_the_outbound_listener_tunnels_by_weight() {
     refused.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 503");
 }
+
+/// Settings whose protocol detection gives up quickly, so tests can stay silent past it.
+fn quick_detection() -> shifter_proxy::Settings {
+    shifter_proxy::Settings { detect_timeout: std::time::Duration::from_millis(200), ..test_settings() }
+}
+
+#[tokio::test]
+async fn an_http_connection_opened_ahead_of_need_is_still_routed_per_request() {
+    // HTTP connection pools open connections before they have a request for them; the first
+    // request may come long after protocol detection gave up waiting.
+    let (a, b) = (http_backend("web-a").await, http_backend("web-b").await);
+    let snapshots = vec![split(1, &[("web-a", 1, &[a.addr]), ("web-b", 1, &[b.addr])])];
+    let proxy =
+        start_proxy(shifter_proxy::ConfigSource::Static(shifter_proxy::StaticConfig { snapshots }), quick_detection())
+            .await;
+    let stream = TcpStream::connect(proxy.gateway_addrs()[0]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..40 {
+        let request =
+            hyper::Request::get("/").header("host", "web").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let backend = response.headers()["x-backend"].to_str().unwrap().to_string();
+        *seen.entry(backend).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "one connection, but each request split by weight: {seen:?}");
+    let (_, text) = admin_get(proxy.admin_addr().unwrap(), "/metrics").await;
+    assert_eq!(metric(&text, "request_total", &[]), 40, "every request measured as HTTP");
+    assert_eq!(metric(&text, "tcp_open_total", &[]), 0, "no opaque connection");
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_first_gets_through() {
+    // SMTP- or MySQL-like: the server greets, then the client talks.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                stream.write_all(b"220 mail ready\r\n").await.unwrap();
+                let mut line = [0u8; 64];
+                let n = stream.read(&mut line).await.unwrap();
+                stream.write_all(&[b"250 ", &line[..n]].concat()).await.unwrap();
+            });
+        }
+    });
+    let snapshots = vec![split(1, &[("mail", 1, &[addr])])];
+    let proxy =
+        start_proxy(shifter_proxy::ConfigSource::Static(shifter_proxy::StaticConfig { snapshots }), quick_detection())
+            .await;
+    let mut stream = TcpStream::connect(proxy.gateway_addrs()[0]).await.unwrap();
+    let mut greeting = [0u8; 16];
+    stream.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"220 mail ready\r\n");
+    stream.write_all(b"HELO x\r\n").await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "250 HELO x\r\n");
+    let (_, text) = admin_get(proxy.admin_addr().unwrap(), "/metrics").await;
+    assert_eq!(metric(&text, "tcp_open_total", &[("dst_service", "mail")]), 1);
+}
