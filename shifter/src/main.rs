@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod serve;
 
 /// Traffic shifting and automated canaries for Kubernetes.
@@ -24,6 +25,8 @@ enum Command {
     Apiserver(Box<shifter_apiserver::Args>),
     /// Run the embedded API server and the controller in one process (one machine, no cluster).
     Serve(Box<serve::Args>),
+    /// See it work on this machine, nothing else needed: a healthy release promoted, a bad one rolled back.
+    Demo(Box<demo::Args>),
     /// The `kubectl shift` verbs (also installed as the `kubectl-shift` plugin).
     #[command(flatten)]
     Shift(shifter::cli::Verb),
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Controller(args) => shifter_controller::runtime::run_blocking(*args)?,
         Command::Apiserver(args) => shifter_apiserver::run_blocking(*args)?,
         Command::Serve(args) => serve::run_blocking(*args)?,
+        Command::Demo(args) => return demo::run_blocking(*args),
         Command::Shift(verb) => return Ok(shifter::cli::run_blocking(verb)),
     }
     Ok(std::process::ExitCode::SUCCESS)
