@@ -12,6 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use serde_json::{Value, json};
 
@@ -51,6 +52,9 @@ fn check_objects(render: &Render) {
         let checked = match kind {
             "StatefulSet" => round_trips::<StatefulSet>(object),
             "Deployment" => round_trips::<Deployment>(object),
+            "PodDisruptionBudget" => {
+                round_trips::<PodDisruptionBudget>(object).and_then(|()| check_budget(object, render))
+            }
             "Service" => round_trips::<Service>(object),
             "ServiceAccount" => round_trips::<ServiceAccount>(object),
             "Secret" => round_trips::<Secret>(object),
@@ -73,6 +77,24 @@ fn check_objects(render: &Render) {
     let findings: Vec<&Value> =
         render.lint["messages"].as_array().unwrap().iter().filter(|m| m["severity"].as_i64() >= Some(2)).collect();
     assert!(findings.is_empty(), "helm lint --strict: {findings:?}");
+}
+
+/// A PodDisruptionBudget selects exactly the pods of one workload the chart runs with several replicas.
+fn check_budget(budget: &Value, render: &Render) -> Result<(), String> {
+    let wanted = budget["spec"]["selector"]["matchLabels"].as_object().ok_or("spec.selector.matchLabels is missing")?;
+    let workloads: Vec<&Value> = render
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "StatefulSet" || o["kind"] == "Deployment")
+        .filter(|o| wanted.iter().all(|(k, v)| &o["spec"]["template"]["metadata"]["labels"][k] == v))
+        .collect();
+    let [workload] = workloads.as_slice() else {
+        return Err(format!("selects {} workloads, not one", workloads.len()));
+    };
+    match workload["spec"]["replicas"].as_i64() {
+        Some(n) if n > 1 => Ok(()),
+        n => Err(format!("guards {} with {n:?} replicas", workload["metadata"]["name"])),
+    }
 }
 
 /// A ServiceMonitor (no k8s-openapi type) scrapes `/metrics` on a named port of a Service it selects.
@@ -118,6 +140,7 @@ fn default_install_renders_valid_kubernetes_objects() {
         [
             "ClusterRole/shifter-controller",
             "ClusterRoleBinding/shifter-controller",
+            "PodDisruptionBudget/shifter-controller",
             "Role/shifter-controller-lease",
             "RoleBinding/shifter-controller-lease",
             "Secret/shifter-controller-credentials",
@@ -157,6 +180,7 @@ fn every_option_renders_valid_objects() {
         assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred", "{name}");
         assert_eq!(pod.containers[0].image.as_deref(), Some("registry.example.com/shifter:dev"), "{name}");
     }
+    assert_eq!(render.of_kind("PodDisruptionBudget").len(), 3, "the controller and both gateways run several replicas");
     let api: Deployment = render.typed("Deployment", "shifter-gateway-api");
     assert_eq!(api.spec.unwrap().replicas, Some(3));
     let service: Service = render.typed("Service", "shifter-gateway-api");
@@ -571,4 +595,16 @@ fn every_value_is_documented_in_values_yaml_and_the_readme() {
         let actual = key.split('.').fold(&defaults, |v, k| &v[k]);
         assert_eq!(default, &serde_json::to_value(actual).unwrap(), "README default for {key}");
     }
+}
+
+#[test]
+fn single_replicas_get_no_disruption_budget() {
+    let render = render(json!({
+        "controller": {"replicas": 1},
+        "gateway": {"replicas": 1},
+        "gateways": [{"name": "web", "service": "web", "namespace": "shop", "port": 80}],
+    }));
+    check_objects(&render);
+    // A budget allowing no disruption of a lone pod would block every node drain.
+    assert!(render.of_kind("PodDisruptionBudget").is_empty(), "{:?}", render.names());
 }
