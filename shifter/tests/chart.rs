@@ -416,6 +416,10 @@ const CONTROLLER_CALLS: &[(&str, &str, &str, bool)] = &[
     ("shifter.dev", "canaries/status", "patch", false),
     ("split.smi-spec.io", "trafficsplits", "get", false),
     ("split.smi-spec.io", "trafficsplits", "patch", false),
+    // server-side apply that creates the split is authorised as create
+    ("split.smi-spec.io", "trafficsplits", "create", false),
+    // the split's owner reference sets blockOwnerDeletion
+    ("shifter.dev", "canaries/finalizers", "update", false),
     // events.rs
     ("events.k8s.io", "events", "create", false),
     // lease.rs: leader election in the release namespace
