@@ -34,7 +34,13 @@ struct State {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        Backend::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves on `addr`; port 0 picks a free one. The `test-backend` process serves on a port it is given.
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        let listener =
+            TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("backend {name} cannot listen on {addr}: {e}"));
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State::default());
         let (st, body_name) = (state.clone(), name.to_string());

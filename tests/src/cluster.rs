@@ -124,15 +124,13 @@ impl Cluster {
 
     /// A Service `name` in `ns` on port 80 (named http) whose one endpoint is 127.0.0.1:`backend_port`.
     pub fn service(&self, ns: &str, name: &str, backend_port: Option<u16>) {
-        let mut yaml = format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
-        );
-        if let Some(port) = backend_port {
-            yaml.push_str(&format!(
-                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n- addresses: [127.0.0.1]\n  conditions: {{ready: true}}\n"
-            ));
-        }
-        self.apply(&yaml);
+        self.service_with_endpoints(ns, name, backend_port.as_slice());
+    }
+
+    /// A Service `name` in `ns` on port 80 (named http) with one ready endpoint 127.0.0.1:`port` per
+    /// entry of `backend_ports` (see [`service_yaml`]).
+    pub fn service_with_endpoints(&self, ns: &str, name: &str, backend_ports: &[u16]) {
+        self.apply(&service_yaml(ns, name, backend_ports));
     }
 
     /// Starts `shifter controller` against this cluster.
@@ -201,6 +199,22 @@ impl Cluster {
         );
         proxy
     }
+}
+
+/// A Service `name` in `ns` on port 80 (named http) and its EndpointSlices: one ready endpoint
+/// 127.0.0.1:`port` per entry of `backend_ports`. Endpoints on one address with different ports need
+/// a slice each (a slice's ports apply to all its endpoints): `<name>-1`, `<name>-2`, ...
+pub fn service_yaml(ns: &str, name: &str, backend_ports: &[u16]) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
+    );
+    for (i, port) in backend_ports.iter().enumerate() {
+        yaml.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n- addresses: [127.0.0.1]\n  conditions: {{ready: true}}\n",
+            i + 1
+        ));
+    }
+    yaml
 }
 
 fn start_apiserver(dir: &Path, port: u16) -> (Proc, PathBuf) {

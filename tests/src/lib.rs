@@ -5,11 +5,15 @@
 //! parallel; every process is killed when its handle drops, so a failed test leaves nothing behind.
 
 pub mod backend;
+pub mod backend_process;
 pub mod bin;
 pub mod cluster;
+pub mod load;
 pub mod process;
+pub mod prometheus;
 
 pub use backend::Backend;
 pub use bin::{kubectl_shift_bin, shifter_bin};
 pub use cluster::{Cluster, free_port};
 pub use process::Proc;
+pub use prometheus::Prometheus;
