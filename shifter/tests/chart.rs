@@ -353,48 +353,65 @@ fn generated_certificate_is_trusted_for_every_name_it_is_dialled_by() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
 
-    let render = render(json!({}));
-    let secret: Secret = render.typed("Secret", "shifter-controller-credentials");
-    let data = secret.data.unwrap();
-    let (ca, cert, key, token) = (&data["ca.crt"].0, &data["tls.crt"].0, &data["tls.key"].0, &data["token"].0);
-    let token = std::str::from_utf8(token).unwrap();
-    assert!(token.len() >= 32 && token.chars().all(|c| c.is_ascii_alphanumeric()), "a strong token: {token:?}");
+    for release in ["shifter", "edge"] {
+        let values = json!({"gateways": [{"name": "web", "service": "web", "namespace": "shop", "port": 80}]});
+        let request = json!({"chart": chart_dir(), "values": values, "name": release, "namespace": NAMESPACE});
+        let render = try_render_request(request).unwrap_or_else(|e| panic!("release {release}: {e}"));
+        let secrets = render.of_kind("Secret");
+        let [secret] = secrets.as_slice() else { panic!("one generated Secret") };
+        let secret: Secret = serde_json::from_value((*secret).clone()).unwrap();
+        let data = secret.data.unwrap();
+        let (ca, cert, key, token) = (&data["ca.crt"].0, &data["tls.crt"].0, &data["tls.key"].0, &data["token"].0);
+        let token = std::str::from_utf8(token).unwrap();
+        assert!(token.len() >= 32 && token.chars().all(|c| c.is_ascii_alphanumeric()), "a strong token: {token:?}");
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pem_certs(ca).remove(0)).expect("the CA is a valid trust anchor");
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
-    let chain = pem_certs(cert);
-    let verify = |name: &str| {
-        verifier.verify_server_cert(
-            &chain[0],
-            &chain[1..],
-            &ServerName::try_from(name.to_string()).unwrap(),
-            &[],
-            UnixTime::now(),
-        )
-    };
-    for name in [
-        // gateway proxies and the cluster's API server (conversion webhook)
-        "shifter-controller.shifter-system.svc",
-        "shifter-controller.shifter-system.svc.cluster.local",
-        // replicas relaying telemetry to the leader at its advertised address
-        "shifter-controller-0.shifter-controller-peers.shifter-system.svc.cluster.local",
-        "shifter-controller-1.shifter-controller-peers.shifter-system.svc.cluster.local",
-    ] {
-        verify(name).unwrap_or_else(|e| panic!("the certificate is not valid for {name}: {e}"));
+        // Every name a client dials, as the rendered objects say: the gateway's --controller, the
+        // CRD's conversion webhook Service, and each replica's --advertise.
+        let mut dialled = Vec::new();
+        let gateway: Deployment = serde_json::from_value((*render.of_kind("Deployment")[0]).clone()).unwrap();
+        let args = gateway.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        let controller_uri = args.iter().find_map(|a| a.strip_prefix("--controller=https://")).expect("--controller");
+        dialled.push(controller_uri.rsplit_once(':').unwrap().0.to_string());
+        let webhook = &render.crds[0]["spec"]["conversion"]["webhook"]["clientConfig"]["service"];
+        dialled.push(format!("{}.{}.svc", webhook["name"].as_str().unwrap(), webhook["namespace"].as_str().unwrap()));
+        let statefulsets = render.of_kind("StatefulSet");
+        let [statefulset] = statefulsets.as_slice() else { panic!("one controller StatefulSet") };
+        let statefulset: StatefulSet = serde_json::from_value((*statefulset).clone()).unwrap();
+        let name = statefulset.metadata.name.unwrap();
+        let container = statefulset.spec.unwrap().template.spec.unwrap().containers.remove(0);
+        for ordinal in 0..2 {
+            let pod = format!("{name}-{ordinal}");
+            let fields = BTreeMap::from([("metadata.name", pod.as_str()), ("metadata.namespace", NAMESPACE)]);
+            let args = expanded_args(&container, &fields);
+            let advertise = args.iter().find_map(|a| a.strip_prefix("--advertise=")).expect("--advertise");
+            dialled.push(advertise.rsplit_once(':').unwrap().0.to_string());
+        }
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pem_certs(ca).remove(0)).expect("the CA is a valid trust anchor");
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+        let chain = pem_certs(cert);
+        let verify = |name: &str| {
+            let name = ServerName::try_from(name.to_string()).unwrap();
+            verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+        };
+        for name in &dialled {
+            verify(name).unwrap_or_else(|e| panic!("release {release}: the certificate is not valid for {name}: {e}"));
+        }
+        assert!(verify("shifter-controller.default.svc").is_err(), "a name outside the chart is refused");
+
+        // The controller can serve with this key and certificate.
+        let key = PrivateKeyDer::from_pem_slice(key).expect("a PEM private key");
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("the key matches the certificate");
     }
-    assert!(verify("shifter-controller.default.svc").is_err(), "a name outside the chart is refused");
-
-    // The controller can serve with this key and certificate.
-    let key = PrivateKeyDer::from_pem_slice(key).expect("a PEM private key");
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("the key matches the certificate");
 }
 
 /// Every API call the controller makes: (API group, resource, verb, namespaced to the release).
