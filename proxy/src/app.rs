@@ -212,7 +212,8 @@ pub struct Args {
     /// Most downstream connections open at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Worker threads (default: one per available core).
+    /// Worker threads (default: one per core the process may run on; with one, a single-threaded
+    /// runtime).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -317,11 +318,23 @@ pub fn run_blocking(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    rt.enable_all().build()?.block_on(run(args))
+    runtime(args.threads)?.block_on(run(args))
+}
+
+/// One worker thread per core the process may run on (its CPU affinity or cgroup quota, e.g.
+/// under `taskset -c 1`), unless `--threads` says otherwise. With a single one, tokio's
+/// current-thread scheduler runs everything on the main thread: no work-stealing queues, no
+/// cross-thread wake-ups, no parked second thread, which is what a proxy pinned to one core wants.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
+    let mut rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.worker_threads(threads);
+        rt
+    };
+    rt.enable_all().build()
 }
 
 #[cfg(test)]
