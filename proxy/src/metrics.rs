@@ -2,12 +2,13 @@
 //! buckets so existing dashboards and queries read them unchanged.
 //!
 //! Each backend of each authority has one [`BackendStats`], created when a snapshot naming it is
-//! compiled and kept for the life of the process so counters never go backwards. The hot path
-//! touches atomics plus one short mutex per finished response.
+//! compiled and kept for the life of the process so counters never go backwards. Compiled routes
+//! hold the handle, so the per-request path does no label lookup, takes no lock and allocates
+//! nothing: every per-response figure is an atomic counter, status codes included.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,13 +61,57 @@ pub(crate) struct Window {
     pub latency: [u64; BUCKETS],
 }
 
+/// The running telemetry window, as counters that closing it swaps back to zero. A response
+/// recorded while the window closes may be split between it and the next; sums over windows stay
+/// exact, which is what the controller adds up.
 #[derive(Default)]
-struct HttpOutcomes {
-    /// (status code, failed) → count.
-    responses: BTreeMap<(u16, bool), u64>,
-    latency: [u64; BUCKETS],
-    latency_sum_us: u64,
-    window: Window,
+struct WindowCounters {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    by_class: [AtomicU64; 4],
+    latency: [AtomicU64; BUCKETS],
+}
+
+/// Distinct (status code, failed) pairs counted without a lock; a backend answering with more
+/// distinct codes than this counts the rest under a mutex.
+const STATUS_SLOTS: usize = 8;
+
+/// Responses by (status code, failed). Each slot is claimed once, by the first response with its
+/// pair, and only counted after that.
+#[derive(Default)]
+struct StatusCounts {
+    /// `status << 1 | failed`; 0 while the slot is free (status codes are never 0).
+    keys: [AtomicU32; STATUS_SLOTS],
+    counts: [AtomicU64; STATUS_SLOTS],
+    overflow: Mutex<BTreeMap<(u16, bool), u64>>,
+}
+
+impl StatusCounts {
+    fn add(&self, status: u16, failed: bool) {
+        let key = (u32::from(status) << 1) | u32::from(failed);
+        for (slot, count) in self.keys.iter().zip(&self.counts) {
+            let held = match slot.load(Acquire) {
+                0 => slot.compare_exchange(0, key, Relaxed, Acquire).map_or_else(|other| other, |_| key),
+                held => held,
+            };
+            if held == key {
+                count.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        *self.overflow.lock().expect("metrics lock").entry((status, failed)).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<(u16, bool), u64> {
+        let mut all = self.overflow.lock().expect("metrics lock").clone();
+        for (slot, count) in self.keys.iter().zip(&self.counts) {
+            let key = slot.load(Acquire);
+            if key != 0 {
+                *all.entry(((key >> 1) as u16, key & 1 == 1)).or_default() += count.load(Relaxed);
+            }
+        }
+        all
+    }
 }
 
 /// Counters for one backend of one authority.
@@ -75,7 +120,10 @@ pub(crate) struct BackendStats {
     /// Apex namespace, apex service and snapshot version, for telemetry windows.
     apex: Mutex<(String, String, u64)>,
     requests: AtomicU64,
-    http: Mutex<HttpOutcomes>,
+    responses: StatusCounts,
+    latency: [AtomicU64; BUCKETS],
+    latency_sum_us: AtomicU64,
+    window: WindowCounters,
     skipped: AtomicU64,
     tcp_open: AtomicU64,
     tcp_close: AtomicU64,
@@ -89,7 +137,10 @@ impl BackendStats {
             key,
             apex: Mutex::default(),
             requests: AtomicU64::new(0),
-            http: Mutex::default(),
+            responses: StatusCounts::default(),
+            latency: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
+            window: WindowCounters::default(),
             skipped: AtomicU64::new(0),
             tcp_open: AtomicU64::new(0),
             tcp_close: AtomicU64::new(0),
@@ -117,17 +168,17 @@ impl BackendStats {
     /// why) it failed, and the time until response headers.
     pub fn record_response(&self, status: u16, failure: Option<FailureClass>, latency: Duration) {
         let bucket = bucket_of(latency);
-        let mut http = self.http.lock().expect("metrics lock");
-        *http.responses.entry((status, failure.is_some())).or_default() += 1;
-        http.latency[bucket] += 1;
-        http.latency_sum_us += u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let w = &mut http.window;
-        w.requests += 1;
-        w.latency[bucket] += 1;
+        self.responses.add(status, failure.is_some());
+        self.latency[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        let w = &self.window;
+        w.latency[bucket].fetch_add(1, Relaxed);
         if let Some(class) = failure {
-            w.failures += 1;
-            w.by_class[FailureClass::ALL.iter().position(|c| *c == class).unwrap_or(0)] += 1;
+            w.failures.fetch_add(1, Relaxed);
+            w.by_class[FailureClass::ALL.iter().position(|c| *c == class).unwrap_or(0)].fetch_add(1, Relaxed);
         }
+        // Last, so a window that counts this request already holds the rest of its outcome.
+        w.requests.fetch_add(1, Relaxed);
     }
 
     #[cfg(test)]
@@ -153,8 +204,18 @@ impl BackendStats {
 
     /// Closes the current telemetry window: returns it (if anything happened) and starts a new one.
     pub fn take_window(&self) -> Option<(Window, (String, String, u64))> {
-        let w = std::mem::take(&mut self.http.lock().expect("metrics lock").window);
-        (w.requests > 0).then(|| (w, self.apex.lock().expect("apex lock").clone()))
+        let c = &self.window;
+        let requests = c.requests.swap(0, Relaxed);
+        if requests == 0 {
+            return None;
+        }
+        let w = Window {
+            requests,
+            failures: c.failures.swap(0, Relaxed),
+            by_class: std::array::from_fn(|i| c.by_class[i].swap(0, Relaxed)),
+            latency: std::array::from_fn(|i| c.latency[i].swap(0, Relaxed)),
+        };
+        Some((w, self.apex.lock().expect("apex lock").clone()))
     }
 }
 
@@ -195,8 +256,8 @@ impl Metrics {
         let snaps: Vec<_> = backends
             .iter()
             .map(|b| {
-                let http = b.http.lock().expect("metrics lock");
-                (b, labels(&b.key), http.responses.clone(), http.latency, http.latency_sum_us)
+                let latency: [u64; BUCKETS] = std::array::from_fn(|i| b.latency[i].load(Relaxed));
+                (b, labels(&b.key), b.responses.snapshot(), latency, b.latency_sum_us.load(Relaxed))
             })
             .collect();
         let mut out = String::with_capacity(4096);
@@ -316,6 +377,26 @@ mod tests {
         assert!(text.contains(&format!("response_latency_ms_bucket{{{l},le=\"10\"}} 2\n")));
         assert!(text.contains(&format!("response_latency_ms_bucket{{{l},le=\"+Inf\"}} 2\n")));
         assert!(text.contains(&format!("response_latency_ms_sum{{{l}}} 8.5\n")));
+    }
+
+    #[test]
+    fn every_status_code_is_counted_past_the_lock_free_slots() {
+        let m = Metrics::default();
+        let b = m.backend(key("web-v1"));
+        for status in 200..220u16 {
+            for _ in 0..3 {
+                b.record_response(status, None, Duration::from_millis(1));
+            }
+        }
+        b.record_response(500, Some(FailureClass::Http5xx), Duration::from_millis(1));
+        let text = m.render();
+        let l = "direction=\"outbound\",authority=\"web.shop:80\",dst_namespace=\"shop\",dst_service=\"web-v1\"";
+        for status in 200..220u16 {
+            let line = format!("response_total{{{l},classification=\"success\",status_code=\"{status}\"}} 3\n");
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains(&format!("response_total{{{l},classification=\"failure\",status_code=\"500\"}} 1\n")));
+        assert!(text.contains(&format!("response_latency_ms_count{{{l}}} 61\n")));
     }
 
     #[test]
