@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::metrics::{BackendStats, FailureClass};
+use crate::pool::Reusable;
 
 /// What is known about a response while its body streams; recorded exactly once.
 pub(crate) struct Outcome {
@@ -43,14 +44,19 @@ pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 }
 
 pub(crate) enum ProxyBody {
-    Upstream { inner: Incoming, outcome: Option<Outcome> },
+    Upstream {
+        inner: Incoming,
+        outcome: Option<Outcome>,
+        /// The HTTP/1 connection the body arrives on, released to its pool at the body's end.
+        connection: Option<Reusable>,
+    },
     Local(Option<Bytes>),
 }
 
 impl ProxyBody {
     /// Wraps an upstream body; an already finished body records its outcome at once.
-    pub fn upstream(inner: Incoming, outcome: Outcome) -> Self {
-        let mut body = Self::Upstream { inner, outcome: Some(outcome) };
+    pub fn upstream(inner: Incoming, outcome: Outcome, connection: Option<Reusable>) -> Self {
+        let mut body = Self::Upstream { inner, outcome: Some(outcome), connection };
         body.finish_if_ended();
         body
     }
@@ -61,13 +67,25 @@ impl ProxyBody {
     }
 
     /// Records the outcome as soon as the upstream says the stream is over, before the last frame
-    /// is handed to the client, so counters are up to date by the time the client has the response.
+    /// is handed to the client, so counters are up to date by the time the client has the response;
+    /// the upstream connection is free for the next request from then on.
     fn finish_if_ended(&mut self) {
-        if let Self::Upstream { inner, outcome } = self
+        if let Self::Upstream { inner, outcome, connection } = self
             && inner.is_end_stream()
-            && let Some(o) = outcome.take()
         {
-            o.record(false);
+            Self::finish(outcome, connection, false);
+        }
+    }
+
+    fn finish(outcome: &mut Option<Outcome>, connection: &mut Option<Reusable>, failed: bool) {
+        if let Some(o) = outcome.take() {
+            o.record(failed);
+        }
+        // A failed stream's connection is dropped, not reused.
+        if let Some(c) = connection.take()
+            && !failed
+        {
+            c.release();
         }
     }
 }
@@ -80,7 +98,7 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         match this {
             Self::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Self::Upstream { inner, outcome } => {
+            Self::Upstream { inner, outcome, connection } => {
                 let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match &polled {
                     Some(Ok(frame)) => {
@@ -91,16 +109,8 @@ impl Body for ProxyBody {
                         }
                         this.finish_if_ended();
                     }
-                    Some(Err(_)) => {
-                        if let Some(o) = outcome.take() {
-                            o.record(true);
-                        }
-                    }
-                    None => {
-                        if let Some(o) = outcome.take() {
-                            o.record(false);
-                        }
-                    }
+                    Some(Err(_)) => Self::finish(outcome, connection, true),
+                    None => Self::finish(outcome, connection, false),
                 }
                 Poll::Ready(polled)
             }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -97,25 +98,26 @@ pub(crate) async fn forward(
         };
         let in_flight = endpoint.start();
         let sent_at = Instant::now();
-        let response = match tokio::time::timeout(settings.request_timeout, endpoint.pool.send(conn, req)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(SendError::NotSent(unsent))) => {
-                req = *unsent;
-                if attempt < settings.max_attempts {
-                    continue;
+        let (response, connection) =
+            match tokio::time::timeout(settings.request_timeout, endpoint.pool.send(conn, req)).await {
+                Ok(Ok(sent)) => sent,
+                Ok(Err(SendError::NotSent(unsent))) => {
+                    req = *unsent;
+                    if attempt < settings.max_attempts {
+                        continue;
+                    }
+                    return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection closed");
                 }
-                return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection closed");
-            }
-            Ok(Err(SendError::Failed(error))) => {
-                debug!(%error, endpoint = %endpoint.addr, "upstream request failed");
-                endpoint.observe(sent_at.elapsed());
-                return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection failed");
-            }
-            Err(_) => {
-                endpoint.observe(settings.request_timeout);
-                return fail(StatusCode::GATEWAY_TIMEOUT, FailureClass::Timeout, "response timeout");
-            }
-        };
+                Ok(Err(SendError::Failed(error))) => {
+                    debug!(%error, endpoint = %endpoint.addr, "upstream request failed");
+                    endpoint.observe(sent_at.elapsed());
+                    return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection failed");
+                }
+                Err(_) => {
+                    endpoint.observe(settings.request_timeout);
+                    return fail(StatusCode::GATEWAY_TIMEOUT, FailureClass::Timeout, "response timeout");
+                }
+            };
         endpoint.observe(sent_at.elapsed());
         endpoint.mark_ok();
         drop(in_flight);
@@ -129,7 +131,7 @@ pub(crate) async fn forward(
             grpc_status: grpc_status(&parts.headers),
             latency: start.elapsed(),
         };
-        return Response::from_parts(parts, ProxyBody::upstream(body, outcome));
+        return Response::from_parts(parts, ProxyBody::upstream(body, outcome, connection));
     }
 }
 
@@ -173,28 +175,39 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// HTTP/1 upstreams get an origin-form target and a Host header; HTTP/2 upstreams get a full URI
 /// (hyper derives `:scheme` and `:authority` from it). Hop-by-hop headers never cross the proxy.
+/// A target already in the right form (the usual case) is left as it is, not re-parsed.
 fn prepare_request<B>(req: &mut Request<B>, protocol: UpstreamProtocol, authority: &str) {
     strip_hop_by_hop(req.headers_mut());
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    match protocol {
+    let mut parts = match protocol {
         UpstreamProtocol::Http1 => {
             if !req.headers().contains_key(header::HOST)
                 && let Ok(host) = HeaderValue::from_str(req.uri().authority().map_or(authority, |a| a.as_str()))
             {
                 req.headers_mut().insert(header::HOST, host);
             }
-            if let Ok(uri) = path.parse::<Uri>() {
-                *req.uri_mut() = uri;
+            if req.uri().scheme().is_none() && req.uri().authority().is_none() {
+                return;
             }
+            let mut parts = req.uri().clone().into_parts();
+            parts.scheme = None;
+            parts.authority = None;
+            parts
         }
         UpstreamProtocol::Http2 => {
-            if req.uri().scheme().is_none() || req.uri().authority().is_none() {
-                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(authority);
-                if let Ok(uri) = format!("http://{host}{path}").parse::<Uri>() {
-                    *req.uri_mut() = uri;
-                }
+            if req.uri().scheme().is_some() && req.uri().authority().is_some() {
+                return;
             }
+            let host = req.headers().get(header::HOST).map_or(authority.as_bytes(), HeaderValue::as_bytes);
+            let Ok(host) = Authority::try_from(host) else { return };
+            let mut parts = req.uri().clone().into_parts();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(host);
+            parts
         }
+    };
+    parts.path_and_query.get_or_insert(PathAndQuery::from_static("/"));
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
     }
 }
 
@@ -212,18 +225,40 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    // One pass over the (few) names finds which hop-by-hop headers are present, so a message
+    // carrying none, or only `connection: keep-alive`, costs no lookup per listed name.
+    let mut present = 0u16;
+    let mut te = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == header::TE {
+            te = true;
+        }
+    }
+    if present & 1 != 0 {
+        // Names the Connection header lists are hop-by-hop too; `close` and `keep-alive` are
+        // options, not header names.
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in &listed {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     // `te: trailers` is end-to-end in practice (gRPC requires it); any other TE is not.
-    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+    if te && headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
     }
 }
@@ -252,6 +287,27 @@ mod tests {
         assert_eq!(req.headers()["host"], "web.shop:80");
         assert!(!req.headers().contains_key("x-hop") && !req.headers().contains_key("connection"));
         assert_eq!(req.headers()["te"], "trailers");
+    }
+
+    #[test]
+    fn listed_and_legacy_hop_by_hop_headers_are_removed_from_any_message() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Keep-Alive, X-Trace-Hop"));
+        h.insert("x-trace-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("te", HeaderValue::from_static("gzip"));
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-end-to-end"]);
+    }
+
+    #[test]
+    fn origin_form_without_host_gets_the_authority() {
+        let mut req = Request::get("/a?b=1").body(()).unwrap();
+        prepare_request(&mut req, UpstreamProtocol::Http1, "web.shop:80");
+        assert_eq!(req.uri(), "/a?b=1");
+        assert_eq!(req.headers()["host"], "web.shop:80");
     }
 
     #[test]

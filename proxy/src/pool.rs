@@ -3,6 +3,9 @@
 //!
 //! Requests are sent with `try_send_request`, so a request that never left the proxy (a pooled
 //! connection the server had just closed) comes back intact and can be sent elsewhere.
+//!
+//! An HTTP/1 connection returns to the pool when its response body has been read to the end (see
+//! [`Reusable`]), not from a task spawned per request to wait for that.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -114,23 +117,19 @@ impl Pool {
         Ok(TokioIo::new(stream))
     }
 
-    /// Sends `req` on `conn`; an HTTP/1 connection goes back to the pool once its response is read.
-    pub async fn send(self: &Arc<Self>, conn: Conn, req: Request<Incoming>) -> Result<Response<Incoming>, SendError> {
+    /// Sends `req` on `conn`. An HTTP/1 connection comes back with the response as [`Reusable`],
+    /// to be released once the response body has been read to the end.
+    pub async fn send(
+        self: &Arc<Self>,
+        conn: Conn,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Reusable>), SendError> {
         let result = match conn {
-            Conn::H1(mut sender) => {
-                let result = sender.try_send_request(req).await;
-                if result.is_ok() {
-                    let pool = Arc::clone(self);
-                    tokio::spawn(async move {
-                        // Resolves once the response body has been read to the end.
-                        if sender.ready().await.is_ok() {
-                            pool.put_idle(sender);
-                        }
-                    });
-                }
-                result
-            }
-            Conn::H2(mut sender) => sender.try_send_request(req).await,
+            Conn::H1(mut sender) => sender
+                .try_send_request(req)
+                .await
+                .map(|response| (response, Some(Reusable { pool: Arc::clone(self), sender }))),
+            Conn::H2(mut sender) => sender.try_send_request(req).await.map(|response| (response, None)),
         };
         result.map_err(|mut e| match e.take_message() {
             Some(req) => SendError::NotSent(Box::new(req)),
@@ -142,6 +141,31 @@ impl Pool {
         let mut idle = self.idle.lock().expect("pool lock");
         if idle.len() < self.max_idle {
             idle.push(sender);
+        }
+    }
+}
+
+/// An HTTP/1 connection whose response is still being read. Released when the response body has
+/// ended it goes back to the pool; dropped instead (the body was cut short) the connection closes
+/// after its exchange, since an unread body would have to be drained before reuse.
+pub(crate) struct Reusable {
+    pool: Arc<Pool>,
+    sender: http1::SendRequest<Incoming>,
+}
+
+impl Reusable {
+    pub fn release(self) {
+        let Self { pool, mut sender } = self;
+        // The connection task has usually finished the exchange by the time the body's end reaches
+        // us, so it is ready at once; otherwise wait for it off the request path.
+        if sender.is_ready() {
+            pool.put_idle(sender);
+        } else if !sender.is_closed() {
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.put_idle(sender);
+                }
+            });
         }
     }
 }

@@ -22,6 +22,15 @@ async fn weights_90_10_hold_within_1_5_points_over_10000_requests() {
 }
 
 #[tokio::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let v1 = http_backend("web-v1").await;
+    let proxy = static_proxy(vec![split(1, &[("web-v1", 1, &[v1.addr])])]).await;
+    let seen = spread(&http1_client(), proxy.gateway_addrs()[0], 300, 1).await;
+    assert_eq!(seen.get("200 web-v1"), Some(&300), "{seen:?}");
+    assert_eq!(v1.conns(), 1, "each response frees its upstream connection for the next request");
+}
+
+#[tokio::test]
 async fn zero_weight_backend_receives_nothing() {
     let (v1, v2) = (http_backend("web-v1").await, http_backend("web-v2").await);
     let proxy = static_proxy(vec![split(1, &[("web-v1", 0, &[v1.addr]), ("web-v2", 100, &[v2.addr])])]).await;
