@@ -12,8 +12,9 @@ import numpy as np
 from scipy import integrate, optimize, special, stats
 
 GRID_STEPS_PER_DOUBLING = 4
-FAILURE_ALTERNATIVES = [6, 8, 10, 12, 14]
+FAILURE_ALTERNATIVES = [8, 11, 14]
 LATENCY_ALTERNATIVES = [1, 2, 3, 4, 6, 8]
+QUANTILE_ALTERNATIVES = [3, 4, 6]
 
 
 def grid_ratio(k):
@@ -80,7 +81,7 @@ values = {
     "harm_evidence": [
         {"windows": w, "alternatives": alts, "value": harm_evidence(w, alts)}
         for w in (windows_harm, windows_shared, windows_steps)
-        for alts in (FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES)
+        for alts in (FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, QUANTILE_ALTERNATIVES)
     ],
     "beta_mixture": [
         {"e_c": e_c, "e_b": e_b, "s": s, "a": a, "b": b, "value": beta_mixture_bf_numeric(e_c, e_b, s, a, b)}

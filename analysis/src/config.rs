@@ -51,15 +51,6 @@ pub enum Judge {
 }
 
 impl Judge {
-    /// Share of α relative to other metrics: comparative failures get twice the share of the
-    /// others — failures are what users feel first, and at low volumes every failure counts.
-    pub fn alpha_weight(&self) -> f64 {
-        match self {
-            Judge::ComparativeFailures { .. } => 2.0,
-            _ => 1.0,
-        }
-    }
-
     pub fn is_comparative(&self) -> bool {
         matches!(self, Judge::ComparativeFailures { .. } | Judge::ComparativeLatency { .. })
     }
@@ -136,12 +127,11 @@ impl AnalyzerConfig {
         })
     }
 
-    /// The level metric `index` is judged at: α divided among metrics (Bonferroni) by
-    /// [`Judge::alpha_weight`], so the chance that any metric ever fails a healthy canary stays ≤ α.
+    /// The level metric `index` is judged at: α divided evenly among metrics (Bonferroni), so the
+    /// chance that any metric ever fails a healthy canary stays ≤ α.
     pub fn alpha_for(&self, index: usize) -> f64 {
-        let total: f64 = self.metrics.iter().map(|m| m.judge.alpha_weight()).sum();
-        match self.metrics.get(index) {
-            Some(m) if total > 0.0 => self.alpha * m.judge.alpha_weight() / total,
+        match self.metrics.len() {
+            n if index < n => self.alpha / n as f64,
             _ => self.alpha,
         }
     }
@@ -211,8 +201,8 @@ mod tests {
         assert_eq!(c.metrics.len(), 2);
         assert_eq!(c.metrics[0].judge, Judge::ComparativeFailures { tolerance: 1.2 });
         assert_eq!(c.metrics[1].judge, Judge::ComparativeLatency { tolerance: 1.2, quantiles: vec![0.75, 0.9, 0.99] });
-        assert!((c.alpha_for(0) - 0.02 / 3.0).abs() < 1e-15);
-        assert!((c.alpha_for(1) - 0.01 / 3.0).abs() < 1e-15);
+        assert!((c.alpha_for(0) - 0.005).abs() < 1e-15, "the two default metrics share α evenly");
+        assert!((c.alpha_for(1) - 0.005).abs() < 1e-15);
     }
 
     #[test]

@@ -27,14 +27,20 @@ pub const GRID_STEPS_PER_DOUBLING: i32 = 4;
 pub const GRID_MIN: i32 = -16;
 /// Largest grid exponent: `r = 2^(GRID_MAX / 4) = 64`.
 pub const GRID_MAX: i32 = 24;
-/// Alternatives of the harm test for failures, as grid offsets above the null: `r` ≈ 2.8, 4, 5.7,
-/// 8, 11. Equal weights. A regression that fails requests usually multiplies failures several
-/// times, and few points keep the mixture's price low where it matters most — a handful of canary
-/// failures at low volume. Smaller harms are still caught (they raise every term), only later.
-pub const FAILURE_ALTERNATIVES: [i32; 5] = [6, 8, 10, 12, 14];
-/// Alternatives of the harm test for latency exceedances: `r` ≈ 1.19, 1.41, 1.68, 2, 2.8, 4.
-/// Slower versions usually shift many requests a little, so exceedance ratios are modest.
+/// Alternatives of the harm test for failures, as grid offsets above the null: `r` ≈ 4, 6.7, 11.
+/// Equal weights. A regression that fails requests usually multiplies failures several times, and
+/// few points keep the mixture's price low where it matters most — a handful of canary failures at
+/// low volume. Smaller harms (a 2–3× failure rate) are still caught, as they raise every term, only
+/// later.
+pub const FAILURE_ALTERNATIVES: [i32; 3] = [8, 11, 14];
+/// Alternatives of the harm test for latency exceedances below the judged quantile: `r` ≈ 1.19,
+/// 1.41, 1.68, 2, 2.8, 4. Slower versions usually shift many requests a little, so exceedance
+/// ratios at the median or p90 are modest.
 pub const LATENCY_ALTERNATIVES: [i32; 6] = [1, 2, 3, 4, 6, 8];
+/// Alternatives at the judged quantile itself (p99 by default): `r` ≈ 1.68, 2, 2.8 — the harm a
+/// latency metric exists to catch is the share of requests slower than stable's p99 roughly
+/// doubling, and three points cost less evidence than six where every slow request is scarce.
+pub const QUANTILE_ALTERNATIVES: [i32; 3] = [3, 4, 6];
 /// Alternatives of the "not worse than r0" test, as grid offsets below the null: `r0` divided by
 /// 1.19, 1.41, 1.68, 2, 2.8, 4, 8. Equal weights.
 pub const SAFETY_ALTERNATIVES: [i32; 7] = [1, 2, 3, 4, 6, 8, 12];

@@ -4,7 +4,9 @@
 use shifter_proto::LATENCY_BOUNDS_MS;
 
 use crate::counts::{BackendCounts, percent, thousands};
-use crate::eprocess::{FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, RiskRatioEProcess, rate_upper_bound};
+use crate::eprocess::{
+    FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, QUANTILE_ALTERNATIVES, RiskRatioEProcess, rate_upper_bound,
+};
 use crate::error::ProviderError;
 use crate::verdict::{MetricVerdict, VerdictResult};
 
@@ -108,6 +110,9 @@ pub fn failures(name: &str, process: &RiskRatioEProcess, c: Comparison) -> Metri
     v
 }
 
+/// Share of a latency metric's evidence carried by its own quantile when lower thresholds exist.
+const QUANTILE_WEIGHT: f64 = 0.8;
+
 /// Comparative latency: one event process per threshold (bucket index), evidence mixed.
 pub fn latency(
     name: &str,
@@ -133,26 +138,27 @@ pub fn latency(
     }
     let describe =
         |i: usize| rates_sentence(&processes[i], &format!("slower than {} ms", LATENCY_BOUNDS_MS[thresholds[i]]));
-    let harm = |p: &RiskRatioEProcess| p.harm_evidence(&LATENCY_ALTERNATIVES);
-    // The metric's own quantile (the last threshold) carries half the weight when there are
-    // others, the lower thresholds share the rest: any weights summing to one keep an e-process.
+    let last = processes.len() - 1;
+    let alternatives = |i: usize| if i == last { &QUANTILE_ALTERNATIVES[..] } else { &LATENCY_ALTERNATIVES[..] };
+    let harm_at = |i: usize| processes[i].harm_evidence(alternatives(i));
+    // The metric's own quantile (the last threshold) carries most of the weight, where a tail
+    // regression shows and nowhere else; the lower thresholds share the rest and make a shifted
+    // distribution show sooner. Any weights summing to one keep an e-process.
     let weight = |i: usize| match processes.len() {
         1 => 1.0,
-        n if i == n - 1 => 0.5,
-        n => 0.5 / (n - 1) as f64,
+        n if i == n - 1 => QUANTILE_WEIGHT,
+        n => (1.0 - QUANTILE_WEIGHT) / (n - 1) as f64,
     };
-    let evidence = processes.iter().enumerate().map(|(i, p)| weight(i) * harm(p)).sum::<f64>();
+    let evidence = (0..processes.len()).map(|i| weight(i) * harm_at(i)).sum::<f64>();
     let threshold = 1.0 / c.alpha;
     if evidence >= threshold {
-        let worst =
-            (0..processes.len()).max_by(|a, b| harm(&processes[*a]).total_cmp(&harm(&processes[*b]))).unwrap_or(0);
+        let worst = (0..processes.len()).max_by(|a, b| harm_at(*a).total_cmp(&harm_at(*b))).unwrap_or(0);
         let reason = format!("{}; evidence {} ≥ {}", describe(worst), evidence_text(evidence), level_text(threshold));
         return MetricVerdict { evidence: Some(evidence), ..MetricVerdict::new(name, VerdictResult::Fail, reason) };
     }
     // Promotion is judged where the user asked: the metric's own quantile, the highest threshold.
     // The lower thresholds only make a shifted distribution show up sooner as harm.
-    let last = processes.len() - 1;
-    let verdict = match examine(&processes[last], &LATENCY_ALTERNATIVES, c, 1.0) {
+    let verdict = match examine(&processes[last], &QUANTILE_ALTERNATIVES, c, 1.0) {
         Finding::Safe { how } => MetricVerdict::new(name, VerdictResult::Pass, format!("{}; {how}", describe(last))),
         Finding::Open { how, .. } => MetricVerdict::new(
             name,
