@@ -58,6 +58,13 @@ impl Cluster {
         self.apiserver = proc;
     }
 
+    /// Kills the API server (SIGKILL, as a crash would) and starts it again on the same data.
+    pub fn crash_apiserver(&mut self) {
+        self.apiserver.kill();
+        let (proc, _) = start_apiserver(self.dir.path(), self.apiserver_port);
+        self.apiserver = proc;
+    }
+
     pub async fn client(&self) -> Client {
         let kc = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
         let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");

@@ -9,6 +9,9 @@ pub struct Proc {
     pub name: String,
     child: Child,
     pub log: PathBuf,
+    /// Length of the log when this process started: a restarted process appends to its
+    /// predecessor's log, and only what follows is its own.
+    log_start: u64,
 }
 
 impl Proc {
@@ -16,13 +19,14 @@ impl Proc {
     pub fn spawn(name: &str, dir: &Path, program: &Path, args: &[String], env: &[(&str, &str)]) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let log_start = file.metadata().map_or(0, |m| m.len());
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(file.try_clone().expect("dup log")).stderr(file);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name} ({}): {e}", program.display()));
-        Proc { name: name.into(), child, log }
+        Proc { name: name.into(), child, log, log_start }
     }
 
     pub fn pid(&self) -> u32 {
@@ -34,11 +38,17 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the output contains `needle` and returns the line holding it.
+    /// What this process printed, without the output of an earlier process under the same name.
+    fn own_output(&self) -> String {
+        let all = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(all.get(self.log_start as usize..).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until this process's output contains `needle` and returns the line holding it.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
+            if let Some(line) = self.own_output().lines().find(|l| l.contains(needle)) {
                 return line.to_string();
             }
             if let Ok(Some(status)) = self.child.try_wait() {

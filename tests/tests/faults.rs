@@ -3,7 +3,8 @@
 //! canary is rolled back at its failure limit, never promoted. A crashed canary endpoint process is
 //! avoided by the proxy and the canary is judged only on the failures clients could have seen; with
 //! every canary endpoint dead it is rolled back on the connection failures the proxy counted. An
-//! API server restart mid-rollout loses nothing, and the rollout and kubectl changes carry on.
+//! API server stopped or crashed mid-rollout loses nothing it acknowledged, and the rollout and
+//! kubectl changes carry on.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -365,8 +366,37 @@ async fn a_crashed_canary_endpoint_is_avoided_and_losing_every_one_rolls_back() 
     assert!(late.is_empty(), "requests failed after the rollback: {late:?}");
 }
 
+/// `(name, uid, data.n)` of every ConfigMap in `shop` named `cm-*`, sorted.
+fn config_maps(cluster: &Cluster) -> Vec<(String, String, String)> {
+    let list: Value =
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "configmaps", "-n", "shop", "-o", "json"])).unwrap();
+    let mut items: Vec<_> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|cm| cm["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("cm-")))
+        .map(|cm| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (s(&cm["metadata"]["name"]), s(&cm["metadata"]["uid"]), s(&cm["data"]["n"]))
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+/// Creates `cm-<batch>-0` … `cm-<batch>-19` with one kubectl apply, which returns once the API
+/// server acknowledged every write.
+fn write_config_maps(cluster: &Cluster, batch: &str) {
+    let yaml: String = (0..20)
+        .map(|i| {
+            format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{batch}-{i}, namespace: shop}}\ndata: {{n: '{i}'}}\n")
+        })
+        .collect();
+    cluster.apply(&yaml);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_server_restart_mid_rollout_loses_nothing_and_everything_carries_on() {
+async fn an_api_server_restarted_or_crashed_mid_rollout_loses_nothing_and_everything_carries_on() {
     let (stable, canary) = (Backend::start("web-v1").await, Backend::start("web-v2").await);
     let (api_v1, api_v2) = (Backend::start("api-v1").await, Backend::start("api-v2").await);
     let mut shop = Shop::start(
@@ -387,43 +417,32 @@ async fn an_api_server_restart_mid_rollout_loses_nothing_and_everything_carries_
     let api_proxy = shop.cluster.start_proxy("proxy-api", API_AUTHORITY, &shop.controller);
     // Two requests to web for each one to api.
     let load = Load::start(&[shop.proxies[0].gateway, shop.proxies[0].gateway, api_proxy.gateway], 150);
+    // The second step holds long enough for the API server to crash during it.
     shop.cluster.apply(&canary_yaml(
-        "[{weight: 20}, {weight: 50}]",
+        "[{weight: 20}, {weight: 50, pause: 15s}]",
         "3m",
         "    metrics: [{name: success-rate, type: successRate, mode: absolute, minSuccessRate: 99}]\n",
     ));
     shop.wait_for_status(Duration::from_secs(30), "the first step started", |s| s["canaryWeight"] == 20);
     let started = shop.status()["rolloutStartedAt"].clone();
 
-    // Writes acknowledged just before the restart.
-    let config_maps: String = (0..30)
-        .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}, namespace: shop}}\ndata: {{n: '{i}'}}\n"))
-        .collect();
-    shop.cluster.apply(&config_maps);
-    let before: Value =
-        serde_json::from_str(&shop.cluster.kubectl_ok(&["get", "configmaps", "-n", "shop", "-o", "json"])).unwrap();
-
+    // Stopped and started during the first step: what it acknowledged is all there.
+    write_config_maps(&shop.cluster, "a");
+    let written = config_maps(&shop.cluster);
+    assert_eq!(written.len(), 20);
     shop.cluster.restart_apiserver();
-
-    let after: Value =
-        serde_json::from_str(&shop.cluster.kubectl_ok(&["get", "configmaps", "-n", "shop", "-o", "json"])).unwrap();
-    let summary = |list: &Value| -> Vec<(String, String, String)> {
-        let mut items: Vec<_> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|cm| cm["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("cm-")))
-            .map(|cm| {
-                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-                (s(&cm["metadata"]["name"]), s(&cm["metadata"]["uid"]), s(&cm["data"]["n"]))
-            })
-            .collect();
-        items.sort();
-        items
-    };
-    assert_eq!(summary(&before).len(), 30);
-    assert_eq!(summary(&after), summary(&before), "every acknowledged write survived the restart");
+    assert_eq!(config_maps(&shop.cluster), written, "every acknowledged write survived the restart");
     assert_eq!(shop.split("api"), "api-v1=100 api-v2=0");
+
+    // The controller carries the rollout on to the second step; there the API server crashes.
+    shop.wait_for_status(Duration::from_secs(60), "the second step started after the restart", |s| {
+        s["canaryWeight"] == 50
+    });
+    write_config_maps(&shop.cluster, "b");
+    let written = config_maps(&shop.cluster);
+    assert_eq!(written.len(), 40);
+    shop.cluster.crash_apiserver();
+    assert_eq!(config_maps(&shop.cluster), written, "every acknowledged write survived the crash");
 
     // The same rollout goes on to its end.
     let (phase, c) = shop.wait_for_end(Duration::from_secs(120));
@@ -431,7 +450,7 @@ async fn an_api_server_restart_mid_rollout_loses_nothing_and_everything_carries_
     assert_eq!(c["status"]["rolloutStartedAt"], started, "the same rollout continued");
     wait_until(Duration::from_secs(10), || shop.split("web") == "web-v2=100", || shop.split("web"));
 
-    // A kubectl patch after the restart is followed by routed traffic and reported in status.
+    // A kubectl patch afterwards is followed by routed traffic and reported in status.
     shop.cluster.kubectl_ok(&[
         "patch",
         "ts",
