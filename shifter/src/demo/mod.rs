@@ -32,7 +32,7 @@ const NAMESPACE: &str = "demo";
 const SERVICE: &str = "web";
 const FIELD_MANAGER: &str = "shifter-demo";
 /// A rollout that has not ended by then is reported as stuck (the Canary's own deadline is shorter).
-const ROLLOUT_LIMIT: Duration = Duration::from_secs(240);
+const ROLLOUT_LIMIT: Duration = Duration::from_secs(600);
 
 /// What the demo's second version does.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,18 +267,24 @@ async fn install_services(client: &Client, backends: &[DemoBackend]) -> anyhow::
 }
 
 /// The Canary the demo applies: the defaults, with a faster rhythm so the story fits two minutes.
+/// Prometheus is asked for one-minute windows (a few scrapes each), so with it there are fewer
+/// steps and more time per step.
 fn canary_manifest(canary: &str, prometheus: Option<&str>) -> serde_json::Value {
     let mut analysis = json!({"interval": "2s", "minRequests": 100, "minDuration": "10s"});
-    if let Some(url) = prometheus {
-        analysis["provider"] = json!({"type": "prometheus", "address": url});
-    }
+    let (steps, deadline) = match prometheus {
+        Some(url) => {
+            analysis["provider"] = json!({"type": "prometheus", "address": url});
+            (json!([{"weight": 20}, {"weight": 50}]), "4m")
+        }
+        None => (json!([{"weight": 10}, {"weight": 25}, {"weight": 50}]), "90s"),
+    };
     json!({
         "apiVersion": "shifter.dev/v1alpha1", "kind": "Canary",
         "metadata": {"name": "web", "namespace": NAMESPACE},
         "spec": {
             "service": SERVICE, "stable": "web-v1", "canary": canary,
-            "steps": [{"weight": 10}, {"weight": 25}, {"weight": 50}],
-            "progressDeadline": "90s",
+            "steps": steps,
+            "progressDeadline": deadline,
             "analysis": analysis
         }
     })
