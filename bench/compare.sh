@@ -384,5 +384,5 @@ CMDS=$WORK/commands.txt
 echo "$PROFILE" >"$WORK/profile.md"
 [[ -f "$WORK/controller.md" ]] || : >"$WORK/controller.md"
 [[ -f "$WORK/apiserver.md" ]] || : >"$WORK/apiserver.md"
-python3 bench/compare/report.py "$RESULTS" "$CMDS" "$WORK/profile.md" "$WORK/controller.md" "$WORK/apiserver.md" \
+python3 -B bench/compare/report.py "$RESULTS" "$CMDS" "$WORK/profile.md" "$WORK/controller.md" "$WORK/apiserver.md" \
   "$OUT" "$CONFIGS"
