@@ -185,8 +185,7 @@ async fn prometheus_scraping_two_proxies_promotes_a_healthy_canary() {
     assert_eq!(phase, "Succeeded", "{}", shop.diagnostics());
     assert_eq!(c["status"]["stable"], "web-v2");
     assert_eq!(condition(&c, "Promoted")["status"], "True", "{}", c["status"]);
-    let (result, reason) = history(&c).into_iter().rev().find(|(r, _)| r == "Pass").expect("a passing verdict");
-    assert_eq!(result, "Pass");
+    let (_, reason) = history(&c).into_iter().rev().find(|(r, _)| r == "Pass").expect("a passing verdict");
     assert!(reason.contains("success-rate: canary success rate 100") && reason.contains("p99: canary p99"), "{reason}");
     wait_until(Duration::from_secs(10), || shop.split("web") == "web-v2=100", || shop.split("web"));
 
