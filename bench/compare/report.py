@@ -110,9 +110,10 @@ for key, name in [
     w(f"| {name} | {meta[key]} |")
 w("")
 w("Setup: one nginx worker serves the two upstream versions, `web-v1` and `web-v2`, each answering with its")
-w("name, on core 0 together with the load generators. Each proxy runs alone on core 1 (`taskset -c 1`, one")
-w("worker: shifter `--threads 1`, Envoy `--concurrency 1`, nginx `worker_processes 1`, HAProxy `nbthread 1`)")
-w("and splits 90/10 between the two versions; h2c clients are proxied over HTTP/2 by shifter, Envoy and")
+w("name, on core 0 together with the load generators. The proxies run on core 1 (`taskset -c 1`, one")
+w("worker: shifter `--threads 1`, Envoy `--concurrency 1`, nginx `worker_processes 1`, HAProxy `nbthread 1`);")
+w("all stay started for the whole run, and only the one being measured gets traffic. Each")
+w("splits 90/10 between the two versions; h2c clients are proxied over HTTP/2 by shifter, Envoy and")
 w("HAProxy and over HTTP/1.1 by nginx (which has no HTTP/2 upstreams). *direct* is oha or wrk talking to")
 w("`web-v1` itself: the physical limit. Configurations: `bench/compare/`.")
 w("")
@@ -208,8 +209,9 @@ w("")
 w("## Memory")
 w("")
 w(
-    "VmRSS from `/proc/PID/status`, summed over the proxy's processes (nginx: master and worker; shifter, "
-    "Envoy and HAProxy run as one process). Idle: after start, before any traffic; under load: sampled "
+    "VmRSS from `/proc/PID/status`, summed over the proxy's processes (nginx: master and worker, so pages "
+    "they share count twice; shifter, Envoy and HAProxy run as one process). Idle: after start, before any "
+    "traffic; under load: sampled "
     "half-way through each maximum-throughput run, the largest sample."
 )
 w("")
