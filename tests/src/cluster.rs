@@ -94,6 +94,21 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `reason: note` of every Event in `ns` about a Canary, oldest first as the API lists them.
+    pub fn canary_events(&self, ns: &str) -> Vec<String> {
+        let out = self.kubectl_ok(&["get", "events.events.k8s.io", "-n", ns, "-o", "json"]);
+        let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl prints JSON");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["regarding"]["kind"] == "Canary")
+            .map(|e| {
+                format!("{}: {}", e["reason"].as_str().unwrap_or_default(), e["note"].as_str().unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// Runs the real `kubectl-shift` plugin executable against this cluster (via `$KUBECONFIG`).
     pub fn kubectl_shift(&self, args: &[&str]) -> Output {
         self.kubectl_shift_command(args).output().expect("kubectl-shift runs")

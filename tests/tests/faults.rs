@@ -89,17 +89,7 @@ impl Shop {
 
     /// `reason: note` of every Event about the canary.
     fn canary_events(&self) -> Vec<String> {
-        let out = self.cluster.kubectl_ok(&["get", "events.events.k8s.io", "-n", "shop", "-o", "json"]);
-        let list: Value = serde_json::from_str(&out).unwrap();
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["regarding"]["kind"] == "Canary")
-            .map(|e| {
-                format!("{}: {}", e["reason"].as_str().unwrap_or_default(), e["note"].as_str().unwrap_or_default())
-            })
-            .collect()
+        self.cluster.canary_events("shop")
     }
 }
 
