@@ -110,12 +110,27 @@ impl MeshSource for NoMesh {
 fn the_canary_spec_chooses_the_provider() {
     let mesh = AnyProvider::from_spec(&Provider::default(), NoMesh).ok().unwrap();
     assert!(matches!(mesh, AnyProvider::Mesh(_)));
-    let spec = Provider { kind: ProviderKind::Prometheus, address: Some("http://prometheus:9090/".into()) };
+    let mut spec = Provider {
+        kind: ProviderKind::Prometheus,
+        address: Some("http://prometheus:9090/".into()),
+        ..Provider::default()
+    };
     match AnyProvider::from_spec(&spec, NoMesh).ok().unwrap() {
-        AnyProvider::Prometheus(p) => assert_eq!(p.config().address, "http://prometheus:9090"),
+        AnyProvider::Prometheus(p) => {
+            assert_eq!(p.config().address, "http://prometheus:9090");
+            assert_eq!(p.config().min_window_s, 60, "15 s scrapes by default, four per window");
+        }
         AnyProvider::Mesh(_) => panic!("expected prometheus"),
     }
-    let spec = Provider { kind: ProviderKind::Prometheus, address: None };
+    spec.scrape_interval = Some("2s".into());
+    match AnyProvider::from_spec(&spec, NoMesh).ok().unwrap() {
+        AnyProvider::Prometheus(p) => assert_eq!(p.config().min_window_s, 8, "four 2 s scrapes"),
+        AnyProvider::Mesh(_) => panic!("expected prometheus"),
+    }
+    spec.scrape_interval = Some("10m".into());
+    let err = AnyProvider::from_spec(&spec, NoMesh).err().unwrap();
+    assert!(err.to_string().starts_with("spec.analysis.provider.scrapeInterval: "), "{err}");
+    let spec = Provider { kind: ProviderKind::Prometheus, address: None, ..Provider::default() };
     let err = AnyProvider::from_spec(&spec, NoMesh).err().unwrap();
     assert!(err.to_string().starts_with("spec.analysis.provider.address: "), "{err}");
 }

@@ -127,7 +127,15 @@ pub struct Provider {
     /// Prometheus base URL, e.g. `http://prometheus.monitoring:9090`; required for `prometheus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// How often Prometheus scrapes the proxies (default `15s`). Each window asked of it spans at
+    /// least four scrapes, so the default judges one-minute windows; `prometheus` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_interval: Option<String>,
 }
+
+/// Shortest and longest `spec.analysis.provider.scrapeInterval` accepted.
+pub const SCRAPE_INTERVAL_RANGE: (std::time::Duration, std::time::Duration) =
+    (std::time::Duration::from_secs(1), std::time::Duration::from_secs(300));
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -448,6 +456,20 @@ pub fn validate(spec: &CanarySpec) -> Vec<String> {
                 .to_string(),
         );
     }
+    if let Some(raw) = &spec.analysis.provider.scrape_interval {
+        let field = "spec.analysis.provider.scrapeInterval";
+        let (min, max) = SCRAPE_INTERVAL_RANGE;
+        match parse_duration(raw) {
+            _ if spec.analysis.provider.kind != ProviderKind::Prometheus => {
+                errors.push(format!("{field}: only for type prometheus; remove it or set type: prometheus"))
+            }
+            Err(e) => errors.push(format!("{field}: {e}")),
+            Ok(d) if d < min || d > max => {
+                errors.push(format!("{field}: {raw} is outside 1s..5m; give Prometheus' scrape_interval, e.g. 15s"))
+            }
+            Ok(_) => {}
+        }
+    }
     for (i, m) in spec.analysis.metrics.iter().enumerate() {
         let at = format!("spec.analysis.metrics[{i}]");
         let mode =
@@ -519,5 +541,29 @@ mod tests {
         assert!(errors.contains("spec.canary: must differ"), "{errors}");
         assert!(errors.contains("spec.progressDeadline"), "{errors}");
         assert!(errors.contains("spec.steps[1].weight"), "{errors}");
+    }
+
+    #[test]
+    fn scrape_interval_is_for_prometheus_and_within_range() {
+        let with = |kind, interval: &str| {
+            let mut s = spec();
+            s.analysis.provider = Provider {
+                kind,
+                address: Some("http://prometheus:9090".into()),
+                scrape_interval: Some(interval.into()),
+            };
+            validate(&s).join("\n")
+        };
+        assert_eq!(with(ProviderKind::Prometheus, "5s"), "");
+        let field = "spec.analysis.provider.scrapeInterval: ";
+        for (kind, interval, says) in [
+            (ProviderKind::Mesh, "5s", "only for type prometheus"),
+            (ProviderKind::Prometheus, "0s", "outside 1s..5m"),
+            (ProviderKind::Prometheus, "10m", "outside 1s..5m"),
+            (ProviderKind::Prometheus, "often", ""),
+        ] {
+            let errors = with(kind, interval);
+            assert!(errors.starts_with(field) && errors.contains(says), "{interval}: {errors}");
+        }
     }
 }

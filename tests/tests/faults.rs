@@ -101,8 +101,9 @@ fn canary_yaml(steps: &str, deadline: &str, analysis: &str) -> String {
     )
 }
 
+/// The test Prometheus scrapes every second, so windows of four scrapes are four seconds long.
 fn prometheus_provider(prometheus: &Prometheus) -> String {
-    format!("    provider: {{type: prometheus, address: '{}'}}\n", prometheus.url())
+    format!("    provider: {{type: prometheus, address: '{}', scrapeInterval: 1s}}\n", prometheus.url())
 }
 
 /// Absolute guards: judged on each window alone, so one window of Prometheus data can pass a step.
@@ -169,7 +170,7 @@ async fn prometheus_scraping_two_proxies_promotes_a_healthy_canary() {
     shop.wait_for_status(Duration::from_secs(30), "analysis waited for a full Prometheus window", |s| {
         s["lastVerdict"]["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("waiting for a full window") && r.contains("60s"))
+            .is_some_and(|r| r.contains("waiting for a full window") && r.contains("of 4s"))
     });
     let (phase, c) = shop.wait_for_end(Duration::from_secs(150));
     assert_eq!(phase, "Succeeded", "{}", shop.diagnostics());
@@ -193,7 +194,7 @@ async fn prometheus_scraping_two_proxies_promotes_a_healthy_canary() {
         assert!(Instant::now() < deadline, "Prometheus has {scraped:?} canary responses; web-v2 served {served}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(served > 1000, "the canary served a window's worth of traffic: {served}");
+    assert!(served > 200, "the canary served real traffic: {served}");
     assert!(load.failures().is_empty(), "no request failed: {:?}", load.failures());
 }
 

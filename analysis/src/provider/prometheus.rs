@@ -16,6 +16,9 @@ use crate::counts::{BackendCounts, LATENCY_BUCKETS};
 use crate::error::{ConfigError, ProviderError};
 use crate::provider::MetricsProvider;
 
+/// Scrapes a window must span for `increase()` to say something reliable.
+pub const SCRAPES_PER_WINDOW: i64 = 4;
+
 /// How to reach Prometheus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrometheusConfig {
@@ -105,8 +108,17 @@ impl PrometheusProvider {
                 format!("{address:?} must be an http:// or https:// URL, e.g. http://prometheus:9090"),
             ));
         }
-        PrometheusProvider::new(PrometheusConfig::new(address))
-            .map_err(|e| ConfigError::invalid("spec.analysis.provider", e.to_string()))
+        let mut config = PrometheusConfig::new(address);
+        if let Some(raw) = &provider.scrape_interval {
+            let field = "spec.analysis.provider.scrapeInterval";
+            let scrape = shifter_crds::duration::parse_duration(raw).map_err(|e| ConfigError::invalid(field, e))?;
+            let (min, max) = shifter_crds::canary::SCRAPE_INTERVAL_RANGE;
+            if scrape < min || scrape > max {
+                return Err(ConfigError::invalid(field, format!("{raw} is outside 1s..5m")));
+            }
+            config.min_window_s = SCRAPES_PER_WINDOW * scrape.as_secs().max(1) as i64;
+        }
+        PrometheusProvider::new(config).map_err(|e| ConfigError::invalid("spec.analysis.provider", e.to_string()))
     }
 
     pub fn config(&self) -> &PrometheusConfig {
