@@ -25,7 +25,7 @@
 #   SHIFTER_BIN=path bench/compare.sh                                                   # reuse a build
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COMMAND_LINE="$(env | grep -E '^(DURATION|PROXIES|RATES|MAX_ROUNDS|CONTROL_PLANE|ROUNDS|SPLITS|NICE|RT|OUT|SHIFTER_BIN)=' | sort | tr '\n' ' ')bench/compare.sh"
+COMMAND_LINE="$(env | { grep -E '^(DURATION|PROXIES|RATES|MAX_ROUNDS|CONTROL_PLANE|ROUNDS|SPLITS|NICE|RT|OUT|SHIFTER_BIN)=' || true; } | sort | tr '\n' ' ')bench/compare.sh"
 
 DURATION=${DURATION:-15}
 PROXIES=${PROXIES:-shifter envoy nginx haproxy}
