@@ -72,7 +72,7 @@ if [[ -n "${SHIFTER_BIN:-}" ]]; then
   BIN=$SHIFTER_BIN
 else
   cargo build --release -p shifter
-  BIN=$PWD/target/release/shifter
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/shifter
 fi
 
 # ---- processes --------------------------------------------------------------------------------

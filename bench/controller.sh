@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
 source scripts/install-test-tools.sh >/dev/null
 cargo build -q --release -p shifter --bin shifter
 cargo build -q --release -p shifter-tests --bin bench-controller
-SHIFTER_BIN="$PWD/target/release/shifter" ./target/release/bench-controller
+target=${CARGO_TARGET_DIR:-$PWD/target}
+SHIFTER_BIN="$target/release/shifter" "$target/release/bench-controller"
