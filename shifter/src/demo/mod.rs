@@ -9,7 +9,7 @@ mod load;
 mod view;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use shifter_crds::canary::{Canary, CanaryPhase};
+use shifter::cli::wait::{self, WaitState};
+use shifter_crds::canary::Canary;
 
 use crate::serve;
 use backends::{DemoBackend, Profile};
@@ -131,7 +132,7 @@ pub fn run_blocking(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = data_dir_for(std::process::id());
+    let dir = std::env::temp_dir().join(format!("shifter-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut stack = Stack::default();
     let result = tokio::select! {
@@ -352,22 +353,22 @@ async fn follow(
     loop {
         let canary = canaries.get("web").await.context("reading Canary demo/web")?;
         let status = canary.status.clone().unwrap_or_default();
-        let this_rollout = status.canary.as_deref() == Some(release.version);
+        // `wait`'s judgement: the outcome of this spec.canary's rollout once the controller saw it.
+        let outcome = match wait::judge(&canary) {
+            WaitState::Promoted => Some((Outcome::Promoted, view::promoted_message(&canary))),
+            WaitState::RolledBack(why) => Some((Outcome::RolledBack, why)),
+            WaitState::Pending if started.elapsed() > ROLLOUT_LIMIT => Some((Outcome::Stuck, wait::progress(&canary))),
+            WaitState::Pending => None,
+        };
         let state = (status.phase, status.current_step);
         let due = last_shown.is_none_or(|t| t.elapsed() >= Duration::from_secs(3));
-        let ended = matches!(status.phase, CanaryPhase::Succeeded | CanaryPhase::RolledBack);
-        if this_rollout && !ended && (due || last_state != Some(state)) {
+        let started_here = status.canary.as_deref() == Some(release.version);
+        if outcome.is_none() && started_here && (due || last_state != Some(state)) {
             view.progress(started.elapsed(), &canary, &load.recent());
             last_shown = Some(Instant::now());
             last_state = Some(state);
         }
-        let outcome = match status.phase {
-            CanaryPhase::Succeeded if this_rollout => Some(Outcome::Promoted),
-            CanaryPhase::RolledBack if this_rollout => Some(Outcome::RolledBack),
-            _ if started.elapsed() > ROLLOUT_LIMIT => Some(Outcome::Stuck),
-            _ => None,
-        };
-        if let Some(outcome) = outcome {
+        if let Some((outcome, why)) = outcome {
             let after = load.totals().0;
             let (requests, failures) = match (after.get(release.version), before.get(release.version)) {
                 (Some(a), b) => (a.0 - b.map_or(0, |b| b.0), a.1 - b.map_or(0, |b| b.1)),
@@ -381,16 +382,11 @@ async fn follow(
                 took: started.elapsed(),
                 canary_requests: requests,
                 canary_failures: failures,
-                why: view::closing_reason(&canary),
+                why,
             };
             view.rollout_end(&report);
             return Ok(report);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// Where the demo keeps its files, for tests and messages.
-pub fn data_dir_for(pid: u32) -> PathBuf {
-    std::env::temp_dir().join(format!("shifter-demo-{pid}"))
 }

@@ -155,16 +155,9 @@ impl View {
     }
 }
 
-/// The sentence the controller wrote when the rollout ended (the Promoted or RolledBack condition).
-pub fn closing_reason(canary: &Canary) -> String {
-    let status = canary.status.clone().unwrap_or_default();
-    let wanted = ["RolledBack", "Promoted"];
-    status
-        .conditions
-        .iter()
-        .filter(|c| wanted.contains(&c.type_.as_str()) && c.status == "True")
-        .max_by(|a, b| a.last_transition_time.0.cmp(&b.last_transition_time.0))
-        .map(|c| c.message.clone())
-        .or_else(|| status.last_verdict.map(|v| v.reason))
-        .unwrap_or_else(|| "no verdict yet".into())
+/// The sentence the controller wrote when it promoted the canary (the Promoted condition).
+pub fn promoted_message(canary: &Canary) -> String {
+    let status = canary.status.as_ref();
+    let promoted = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Promoted" && c.status == "True"));
+    promoted.map_or_else(|| "promoted".into(), |c| c.message.clone())
 }
