@@ -147,37 +147,34 @@ PIDS+=($UPSTREAMS_PID)
 for p in $UP1_H1 $UP2_H1 $UP1_H2 $UP2_H2; do wait_port "$p"; done
 
 declare -A CMD PROC H1 H2
+# launch NAME CONFIG H1_PORT H2_PORT PROGRAM ARGS...: renders CONFIG into $WORK and starts the proxy
+# there on the proxy core, niced, its output in $WORK/NAME.log; CMD[NAME] is what the report prints.
+launch() {
+  local name=$1 config=$2
+  H1[$name]=$3 H2[$name]=$4
+  shift 4
+  render "$config"
+  CMD[$name]="taskset -c $PROXY_CPU $*"
+  (cd "$WORK" && RUST_LOG=warn exec nice -n "$NICE" taskset -c "$PROXY_CPU" "$@" 2>"$WORK/$name.log") &
+  PROC[$name]=$!
+}
 start_shifter() {
-  render shifter.yaml
-  CMD[shifter]="taskset -c $PROXY_CPU $BIN proxy --config shifter.yaml --gateway 127.0.0.1:$SHIFTER_H1=web.bench.svc.cluster.local:80 --gateway 127.0.0.1:$SHIFTER_H2=web-h2.bench.svc.cluster.local:80 --admin 127.0.0.1:$SHIFTER_ADMIN --threads 1"
-  (cd "$WORK" && RUST_LOG=warn exec nice -n "$NICE" ${CMD[shifter]}) &
-  PROC[shifter]=$!
-  H1[shifter]=$SHIFTER_H1 H2[shifter]=$SHIFTER_H2
+  launch shifter shifter.yaml "$SHIFTER_H1" "$SHIFTER_H2" "$BIN" proxy --config shifter.yaml \
+    --gateway "127.0.0.1:$SHIFTER_H1=web.bench.svc.cluster.local:80" \
+    --gateway "127.0.0.1:$SHIFTER_H2=web-h2.bench.svc.cluster.local:80" --admin "127.0.0.1:$SHIFTER_ADMIN" --threads 1
   until curl -sf "http://127.0.0.1:$SHIFTER_ADMIN/ready" >/dev/null; do sleep 0.05; done
 }
 start_envoy() {
-  render envoy.yaml
-  CMD[envoy]="taskset -c $PROXY_CPU envoy -c envoy.yaml --concurrency 1 --log-level warn --disable-hot-restart"
-  (cd "$WORK" && exec nice -n "$NICE" taskset -c $PROXY_CPU "$ENVOY" -c envoy.yaml --concurrency 1 --log-level warn \
-    --disable-hot-restart 2>"$WORK/envoy.log") &
-  PROC[envoy]=$!
-  H1[envoy]=$ENVOY_H1 H2[envoy]=$ENVOY_H2
+  launch envoy envoy.yaml "$ENVOY_H1" "$ENVOY_H2" "$ENVOY" -c envoy.yaml --concurrency 1 --log-level warn \
+    --disable-hot-restart
   until curl -sf "http://127.0.0.1:$ENVOY_ADMIN/ready" >/dev/null; do sleep 0.05; done
 }
 start_nginx() {
-  render nginx.conf
-  CMD[nginx]="taskset -c $PROXY_CPU nginx -c nginx.conf"
-  (cd "$WORK" && exec nice -n "$NICE" taskset -c $PROXY_CPU nginx -c "$WORK/nginx.conf" -p "$WORK") &
-  PROC[nginx]=$!
-  H1[nginx]=$NGINX_H1 H2[nginx]=$NGINX_H2
+  launch nginx nginx.conf "$NGINX_H1" "$NGINX_H2" nginx -c "$WORK/nginx.conf" -p "$WORK"
   wait_port "$NGINX_H1"
 }
 start_haproxy() {
-  render haproxy.cfg
-  CMD[haproxy]="taskset -c $PROXY_CPU haproxy -f haproxy.cfg"
-  (cd "$WORK" && exec nice -n "$NICE" taskset -c $PROXY_CPU haproxy -f "$WORK/haproxy.cfg" 2>"$WORK/haproxy.log") &
-  PROC[haproxy]=$!
-  H1[haproxy]=$HAPROXY_H1 H2[haproxy]=$HAPROXY_H2
+  launch haproxy haproxy.cfg "$HAPROXY_H1" "$HAPROXY_H2" haproxy -f haproxy.cfg
   wait_port "$HAPROXY_H1"
 }
 H1[direct]=$UP1_H1 H2[direct]=$UP1_H2
