@@ -67,6 +67,54 @@ async fn a_server_that_never_answers_times_out_after_every_attempt() {
 }
 
 #[tokio::test]
+async fn the_deadline_bounds_a_query_with_every_attempt_included() {
+    let (address, requests) = broken(0, "").await;
+    let mut config = PrometheusConfig::new(&address);
+    config.timeout = Duration::from_millis(300);
+    config.backoff = Duration::from_millis(10);
+    config.attempts = 3;
+    config.deadline = Duration::from_millis(450);
+    let started = std::time::Instant::now();
+    let err = PrometheusProvider::new(config).unwrap().custom("up", &target(), 0, 10).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Timeout { timeout_ms: 450, .. }), "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "the third attempt would end past the deadline");
+    assert!(started.elapsed() < Duration::from_millis(300 * 3), "three full attempts were not waited for");
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_limit_is_refused_not_buffered() {
+    use shifter_analysis::provider::prometheus::MAX_RESPONSE_BYTES;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicU32::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                // No Content-Length: the body ends when the connection closes, and never does here
+                // before far more than the limit was offered.
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..(8 * MAX_RESPONSE_BYTES / chunk.len()) {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let err = provider(&address).custom("up", &target(), 0, 10).await.unwrap_err();
+    assert!(err.to_string().contains("larger than 8 MiB"), "{err}");
+    let chunks = sent.load(Ordering::SeqCst) as usize;
+    assert!(chunks < 8 * MAX_RESPONSE_BYTES / (64 * 1024), "the reader stopped long before the server was done");
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_and_bad_queries_are_not() {
     let (address, requests) = broken(503, "overloaded").await;
     let err = provider(&address).custom("up", &target(), 0, 10).await.unwrap_err();

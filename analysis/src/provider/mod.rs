@@ -55,10 +55,20 @@ pub enum AnyProvider<M: mesh::MeshSource> {
 impl<M: mesh::MeshSource> AnyProvider<M> {
     /// The provider a Canary's `spec.analysis.provider` names; `mesh` reads from `source`.
     pub fn from_spec(spec: &shifter_crds::canary::Provider, source: M) -> Result<Self, crate::error::ConfigError> {
+        Self::from_spec_with_client(spec, source, reqwest::Client::new())
+    }
+
+    /// As [`AnyProvider::from_spec`]; a Prometheus provider shares `http` (one connection pool for
+    /// every Canary instead of a client per tick).
+    pub fn from_spec_with_client(
+        spec: &shifter_crds::canary::Provider,
+        source: M,
+        http: reqwest::Client,
+    ) -> Result<Self, crate::error::ConfigError> {
         match spec.kind {
             shifter_crds::canary::ProviderKind::Mesh => Ok(AnyProvider::Mesh(mesh::MeshProvider::new(source))),
             shifter_crds::canary::ProviderKind::Prometheus => {
-                prometheus::PrometheusProvider::from_spec(spec).map(AnyProvider::Prometheus)
+                prometheus::PrometheusProvider::from_spec_with_client(spec, http).map(AnyProvider::Prometheus)
             }
         }
     }

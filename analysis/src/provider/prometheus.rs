@@ -19,6 +19,9 @@ use crate::provider::MetricsProvider;
 /// Scrapes a window must span for `increase()` to say something reliable.
 pub const SCRAPES_PER_WINDOW: i64 = 4;
 
+/// The largest answer read from Prometheus; a bigger one is an error, never memory.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
 /// How to reach Prometheus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrometheusConfig {
@@ -26,6 +29,9 @@ pub struct PrometheusConfig {
     pub address: String,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// Bound on one query, every attempt and pause included: a slow Prometheus delays its own
+    /// Canary's verdict by at most this much per query.
+    pub deadline: Duration,
     /// Attempts per query (connection failures, timeouts and 5xx are retried; 4xx are not).
     pub attempts: u32,
     /// Pause before the second attempt, doubled after each further failure.
@@ -39,6 +45,7 @@ impl PrometheusConfig {
         PrometheusConfig {
             address: address.into().trim_end_matches('/').to_string(),
             timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(12),
             attempts: 3,
             backoff: Duration::from_millis(200),
             min_window_s: 60,
@@ -91,16 +98,31 @@ struct ApiSample {
 }
 
 impl PrometheusProvider {
+    /// A provider with an HTTP client of its own.
     pub fn new(config: PrometheusConfig) -> Result<Self, ProviderError> {
         let client = reqwest::Client::builder()
-            .timeout(config.timeout)
             .build()
             .map_err(|e| ProviderError::Malformed(format!("cannot build an HTTP client: {e}")))?;
-        Ok(PrometheusProvider { config, client })
+        Ok(Self::with_client(config, client))
     }
 
-    /// From a Canary's `spec.analysis.provider` (type `prometheus`, `address` required).
+    /// A provider that shares `client` (and its connection pool) with other callers; timeouts are
+    /// set per request from `config`.
+    pub fn with_client(config: PrometheusConfig, client: reqwest::Client) -> Self {
+        PrometheusProvider { config, client }
+    }
+
+    /// From a Canary's `spec.analysis.provider` (type `prometheus`, `address` required), with an
+    /// HTTP client of its own.
     pub fn from_spec(provider: &shifter_crds::canary::Provider) -> Result<Self, ConfigError> {
+        Self::from_spec_with_client(provider, reqwest::Client::new())
+    }
+
+    /// As [`PrometheusProvider::from_spec`], sharing `client`.
+    pub fn from_spec_with_client(
+        provider: &shifter_crds::canary::Provider,
+        client: reqwest::Client,
+    ) -> Result<Self, ConfigError> {
         let address = provider.address.as_deref().unwrap_or("").trim();
         if !(address.starts_with("http://") || address.starts_with("https://")) {
             return Err(ConfigError::invalid(
@@ -118,15 +140,26 @@ impl PrometheusProvider {
             }
             config.min_window_s = SCRAPES_PER_WINDOW * scrape.as_secs().max(1) as i64;
         }
-        PrometheusProvider::new(config).map_err(|e| ConfigError::invalid("spec.analysis.provider", e.to_string()))
+        Ok(PrometheusProvider::with_client(config, client))
     }
 
     pub fn config(&self) -> &PrometheusConfig {
         &self.config
     }
 
-    /// Runs an instant query at `at_unix_s`, retrying transient failures.
+    /// Runs an instant query at `at_unix_s`, retrying transient failures, all within the deadline.
     pub async fn query(&self, promql: &str, at_unix_s: i64) -> Result<Vec<Sample>, ProviderError> {
+        match tokio::time::timeout(self.config.deadline, self.query_with_retries(promql, at_unix_s)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Timeout {
+                address: self.config.address.clone(),
+                timeout_ms: self.config.deadline.as_millis() as u64,
+                attempts: self.config.attempts.max(1),
+            }),
+        }
+    }
+
+    async fn query_with_retries(&self, promql: &str, at_unix_s: i64) -> Result<Vec<Sample>, ProviderError> {
         let url = format!("{}/api/v1/query", self.config.address);
         let attempts = self.config.attempts.max(1);
         let mut backoff = self.config.backoff;
@@ -150,7 +183,13 @@ impl PrometheusProvider {
 
     async fn query_once(&self, url: &str, promql: &str, at: i64, attempts: u32) -> Result<Vec<Sample>, Retry> {
         let address = self.config.address.clone();
-        let sent = self.client.get(url).query(&[("query", promql), ("time", &at.to_string())]).send().await;
+        let sent = self
+            .client
+            .get(url)
+            .timeout(self.config.timeout)
+            .query(&[("query", promql), ("time", &at.to_string())])
+            .send()
+            .await;
         let response = sent.map_err(|e| {
             Retry::Yes(if e.is_timeout() {
                 ProviderError::Timeout {
@@ -163,12 +202,16 @@ impl PrometheusProvider {
             })
         })?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| {
-            Retry::Yes(ProviderError::Unreachable {
+        let body = read_bounded(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            BodyError::TooLarge => Retry::No(ProviderError::Malformed(format!(
+                "the answer is larger than {} MiB; narrow the query: {promql}",
+                MAX_RESPONSE_BYTES / (1024 * 1024)
+            ))),
+            BodyError::Read(e) => Retry::Yes(ProviderError::Unreachable {
                 address: address.clone(),
                 attempts,
                 detail: error_chain(&e.without_url()),
-            })
+            }),
         })?;
         let parsed: Result<ApiResponse, _> = serde_json::from_str(&body);
         match parsed {
@@ -199,6 +242,26 @@ impl PrometheusProvider {
 enum Retry {
     Yes(ProviderError),
     No(ProviderError),
+}
+
+enum BodyError {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+/// The body as text, refusing to hold more than `max` bytes of it.
+async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<String, BodyError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
