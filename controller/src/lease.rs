@@ -6,6 +6,9 @@
 //! renewed within `renew_deadline` (shorter than the lease) stops acting as leader at once, before
 //! any other replica can take over. A follower sleeps exactly until the lease would expire, so
 //! failover completes within one lease duration of the leader's last renewal.
+//!
+//! The elector also keeps the [`Fence`] every leader-only write checks: it is extended from the
+//! moment each successful renewal was *sent*, and closed whenever this replica stops leading.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
+
+use crate::fence::Fence;
 
 /// Annotation on the Lease naming the leader's gRPC address, so other replicas can relay telemetry.
 pub const ADDRESS_ANNOTATION: &str = "shifter.dev/grpc-address";
@@ -55,26 +60,46 @@ pub struct Leadership {
     pub leader_address: Option<String>,
 }
 
-/// Runs the election until the process ends; read the channel for the current state.
-pub fn spawn_elector(client: Client, config: LeaseConfig) -> watch::Receiver<Leadership> {
+/// What the rest of the controller reads from the election.
+#[derive(Clone)]
+pub struct Election {
+    pub leadership: watch::Receiver<Leadership>,
+    pub fence: Fence,
+}
+
+/// Runs the election under `supervisor` until the process ends; read the channel for the current
+/// state and check the fence before each leader-only write.
+pub fn spawn_elector(supervisor: &crate::supervise::Supervisor, client: Client, config: LeaseConfig) -> Election {
     let (tx, rx) = watch::channel(Leadership::default());
+    let fence = Fence::new(config.renew_deadline);
+    let election = Election { leadership: rx, fence: fence.clone() };
     let span = tracing::info_span!("lease", identity = %config.identity);
-    tokio::spawn(async move { Elector::new(client, config, tx).run().await }.instrument(span));
-    rx
+    supervisor.spawn("lease", span, move || {
+        let elector = Elector::new(client.clone(), config.clone(), tx.clone(), fence.clone());
+        async move {
+            elector.run().await;
+            Ok(())
+        }
+    });
+    election
 }
 
 struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     tx: watch::Sender<Leadership>,
+    fence: Fence,
     /// The record last seen (holder, renew time, resourceVersion) and when it was first seen so.
     observed: Option<(String, Instant)>,
     last_renew: Option<Instant>,
 }
 
 impl Elector {
-    fn new(client: Client, config: LeaseConfig, tx: watch::Sender<Leadership>) -> Self {
-        Elector { api: Api::namespaced(client, &config.namespace), config, tx, observed: None, last_renew: None }
+    fn new(client: Client, config: LeaseConfig, tx: watch::Sender<Leadership>, fence: Fence) -> Self {
+        // A restarted elector starts as a follower: it has proven nothing yet.
+        fence.revoke();
+        tx.send_if_modified(|cur| std::mem::take(cur) != Leadership::default());
+        Elector { api: Api::namespaced(client, &config.namespace), config, tx, fence, observed: None, last_renew: None }
     }
 
     async fn run(mut self) {
@@ -101,6 +126,9 @@ impl Elector {
     }
 
     fn publish(&self, is_leader: bool, holder: Option<String>, leader_address: Option<String>) {
+        if !is_leader {
+            self.fence.revoke();
+        }
         let next = Leadership { is_leader, holder, leader_address };
         self.tx.send_if_modified(|cur| {
             if *cur == next {
@@ -120,8 +148,9 @@ impl Elector {
         let existing = self.api.get_opt(&self.config.name).await?;
         let Some(mut lease) = existing else {
             let lease = self.lease_for_me(ObjectMeta { name: Some(self.config.name.clone()), ..Default::default() }, 0);
+            let sent = Instant::now();
             match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => self.won(),
+                Ok(_) => self.won(sent),
                 Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Duration::ZERO),
                 Err(e) => return Err(e),
             }
@@ -149,9 +178,10 @@ impl Elector {
             if let (Some(s), Some(t)) = (updated.spec.as_mut(), acquire) {
                 s.acquire_time = Some(t);
             }
+            let sent = Instant::now();
             match self.api.replace(&self.config.name, &PostParams::default(), &updated).await {
                 Ok(_) => {
-                    self.won();
+                    self.won(sent);
                     Ok(self.config.retry)
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -171,8 +201,10 @@ impl Elector {
         }
     }
 
-    fn won(&mut self) {
-        self.last_renew = Some(Instant::now());
+    /// A write of our record, sent at `sent`, succeeded.
+    fn won(&mut self, sent: Instant) {
+        self.last_renew = Some(sent);
+        self.fence.renewed(sent);
         self.observed = None;
         self.publish(true, Some(self.config.identity.clone()), self.config.address.clone());
     }

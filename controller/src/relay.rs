@@ -12,7 +12,7 @@ use shifter_proto::v1 as pb;
 use shifter_proto::v1::telemetry_client::TelemetryClient;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-use tracing::{Instrument, debug, warn};
+use tracing::{debug, warn};
 
 use crate::lease::Leadership;
 
@@ -26,19 +26,30 @@ pub struct RelayConfig {
     pub token: String,
 }
 
-/// Starts the relay; send windows on the returned channel (non-blocking, drop when full).
-pub fn spawn(config: RelayConfig, leadership: watch::Receiver<Leadership>) -> mpsc::Sender<pb::TelemetryWindow> {
+/// Starts the relay under `supervisor` (task `relay`); send windows on the returned channel
+/// (non-blocking, drop when full). The queue outlives restarts of the task.
+pub fn spawn(
+    supervisor: &crate::supervise::Supervisor,
+    config: RelayConfig,
+    leadership: watch::Receiver<Leadership>,
+) -> mpsc::Sender<pb::TelemetryWindow> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(config, leadership, rx).instrument(tracing::info_span!("relay")));
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    supervisor.spawn("relay", tracing::info_span!("relay"), move || {
+        let (config, leadership, rx) = (config.clone(), leadership.clone(), rx.clone());
+        async move {
+            run(config, leadership, rx).await;
+            Ok(())
+        }
+    });
     tx
 }
 
 async fn run(
     config: RelayConfig,
     mut leadership: watch::Receiver<Leadership>,
-    rx: mpsc::Receiver<pb::TelemetryWindow>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<pb::TelemetryWindow>>>,
 ) {
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     loop {
         let target = {
             let l = leadership.borrow_and_update();

@@ -19,10 +19,11 @@ use shifter_crds::conditions::{condition, set_condition};
 use shifter_crds::traffic_split::BackendStatus;
 use shifter_crds::{TrafficSplit, TrafficSplitStatus};
 use tokio::sync::watch;
-use tracing::{Instrument, debug, warn};
+use tracing::{debug, warn};
 
 use crate::Authority;
 use crate::events::EventRecorder;
+use crate::fence::{Fence, WriteError};
 use crate::index::{Check, Index, Key, SplitInfo, SplitReport};
 use crate::lease::Leadership;
 use crate::metrics::ControllerMetrics;
@@ -123,18 +124,28 @@ pub fn weight_change(info: &SplitInfo, desired: &TrafficSplitStatus) -> Option<S
 }
 
 /// Writes split status and Events while this replica leads.
+#[derive(Clone)]
 pub struct StatusWriter {
     pub client: Client,
     pub index: Arc<Index>,
     pub telemetry: Arc<TelemetryStore>,
     pub metrics: Arc<ControllerMetrics>,
     pub leadership: watch::Receiver<Leadership>,
+    /// Every write checks it: only a replica that can prove it leads writes.
+    pub fence: Fence,
     pub identity: String,
 }
 
 impl StatusWriter {
-    pub fn spawn(self) {
-        tokio::spawn(self.run().instrument(tracing::info_span!("status")));
+    /// Runs under `supervisor` (task `status`).
+    pub fn spawn(self, supervisor: &crate::supervise::Supervisor) {
+        supervisor.spawn("status", tracing::info_span!("status"), move || {
+            let writer = self.clone();
+            async move {
+                writer.run().await;
+                Ok(())
+            }
+        });
     }
 
     async fn run(mut self) {
@@ -156,9 +167,13 @@ impl StatusWriter {
                     break;
                 }
                 let started = Instant::now();
-                if let Err(error) = self.reconcile(&recorder, &key, &mut written).await {
-                    self.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(%error, split = %format!("{}/{}", key.0, key.1), "status update failed");
+                match self.reconcile(&recorder, &key, &mut written).await {
+                    Ok(()) => {}
+                    Err(WriteError::Fenced) => debug!("status not written: leadership is not proven"),
+                    Err(error) => {
+                        self.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(%error, split = %format!("{}/{}", key.0, key.1), "status update failed");
+                    }
                 }
                 self.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reconcile_duration.observe(started.elapsed());
@@ -185,7 +200,7 @@ impl StatusWriter {
         recorder: &EventRecorder,
         key: &Key,
         written: &mut HashMap<Key, TrafficSplitStatus>,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<(), WriteError> {
         let Some((info, report)) = self.index.split(key) else { return Ok(()) };
         let desired = desired_status(&info, &report, self.proxy_sync(&key.0, &info.service));
         if info.status.as_ref() == Some(&desired) || written.get(key) == Some(&desired) {
@@ -193,7 +208,8 @@ impl StatusWriter {
         }
         let api: Api<TrafficSplit> = Api::namespaced(self.client.clone(), &key.0);
         let patch = json!({"apiVersion": "split.smi-spec.io/v1alpha4", "kind": "TrafficSplit", "status": desired});
-        api.patch_status(&key.1, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.fence.write(api.patch_status(&key.1, &params, &Patch::Apply(&patch))).await?;
         self.metrics.status_writes.fetch_add(1, Ordering::Relaxed);
         debug!(split = %key.1, "status written");
         written.insert(key.clone(), desired.clone());
@@ -206,7 +222,7 @@ impl StatusWriter {
                 uid: info.uid.clone(),
                 ..Default::default()
             };
-            recorder.record(&reference, false, "WeightsChanged", "Route", &note).await?;
+            self.fence.write(recorder.record(&reference, false, "WeightsChanged", "Route", &note)).await?;
             self.metrics.events.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

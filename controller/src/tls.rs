@@ -26,17 +26,26 @@ pub enum CredentialError {
     EmptyToken { path: PathBuf },
 }
 
+/// Writes `contents` to `path` readable by its owner only: the file is created `0600` (never
+/// briefly world-readable), written and synced under a temporary name, then renamed into place, so
+/// a crash leaves either no file or the whole one.
 fn write(path: &Path, contents: &str) -> Result<(), CredentialError> {
+    use std::io::Write;
+    fn err(path: &Path) -> impl FnOnce(std::io::Error) -> CredentialError + '_ {
+        move |source| CredentialError::Write { path: path.into(), source }
+    }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| CredentialError::Write { path: dir.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(err(dir))?;
     }
-    std::fs::write(path, contents).map_err(|source| CredentialError::Write { path: path.into(), source })?;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    }
-    Ok(())
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(err(&tmp))?;
+    file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()).map_err(err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(err(path))
 }
 
 /// Uses `dir/{ca.crt,tls.crt,tls.key}` when present; otherwise generates a CA and a serving
@@ -100,6 +109,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&first.ca).unwrap(), ca, "not regenerated");
         let token = ensure_token(&dir.join("token")).unwrap();
         assert_eq!(token.len(), 64);
+        #[cfg(unix)]
+        for file in [&first.key, &dir.join("token")] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is readable by its owner only", file.display());
+        }
         assert_eq!(ensure_token(&dir.join("token")).unwrap(), token);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -3,6 +3,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -14,10 +15,11 @@ use serde::de::DeserializeOwned;
 use shifter_crds::TrafficSplit;
 use shifter_crds::route_group::HTTPRouteGroup;
 use tokio::sync::watch;
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use crate::index::state::{Key, SERVICE_NAME_LABEL, key_of};
 use crate::index::{Index, Kind};
+use crate::supervise::Supervisor;
 
 /// Tells when every watcher has completed its first list.
 #[derive(Clone)]
@@ -35,34 +37,40 @@ impl Synced {
     }
 }
 
-/// Starts one watcher task per kind; they run until the process ends, retrying with backoff.
-pub fn spawn_watchers(client: Client, index: Arc<Index>) -> Synced {
+/// Starts one supervised watcher task per kind; they run until the process ends, retrying with
+/// backoff (and restarted by the supervisor should one ever stop).
+pub fn spawn_watchers(supervisor: &Supervisor, client: Client, index: Arc<Index>) -> Synced {
     let (tx, rx) = watch::channel(0usize);
     let tx = Arc::new(tx);
-    spawn_kind::<Service>(Api::all(client.clone()), watcher::Config::default(), index.clone(), tx.clone());
-    spawn_kind::<EndpointSlice>(
-        Api::all(client.clone()),
-        watcher::Config::default().labels(SERVICE_NAME_LABEL),
-        index.clone(),
-        tx.clone(),
-    );
-    spawn_kind::<TrafficSplit>(Api::all(client.clone()), watcher::Config::default(), index.clone(), tx.clone());
-    spawn_kind::<HTTPRouteGroup>(Api::all(client), watcher::Config::default(), index, tx);
+    let all = watcher::Config::default;
+    spawn_kind::<Service>(supervisor, Api::all(client.clone()), all(), index.clone(), tx.clone());
+    let with_service = all().labels(SERVICE_NAME_LABEL);
+    spawn_kind::<EndpointSlice>(supervisor, Api::all(client.clone()), with_service, index.clone(), tx.clone());
+    spawn_kind::<TrafficSplit>(supervisor, Api::all(client.clone()), all(), index.clone(), tx.clone());
+    spawn_kind::<HTTPRouteGroup>(supervisor, Api::all(client), all(), index, tx);
     Synced(rx)
 }
 
-fn spawn_kind<K>(api: Api<K>, config: watcher::Config, index: Arc<Index>, synced: Arc<watch::Sender<usize>>)
-where
+fn spawn_kind<K>(
+    supervisor: &Supervisor,
+    api: Api<K>,
+    config: watcher::Config,
+    index: Arc<Index>,
+    synced: Arc<watch::Sender<usize>>,
+) where
     K: Indexed,
     K::DynamicType: Default,
 {
     let kind = K::KIND;
     let span = tracing::info_span!("watch", kind = ?kind);
-    tokio::spawn(
+    // Counted once per process, however often the task restarts.
+    let listed_once = Arc::new(AtomicBool::new(false));
+    supervisor.spawn(&format!("watch-{kind:?}"), span, move || {
+        let (api, config, index, synced, listed_once) =
+            (api.clone(), config.clone(), index.clone(), synced.clone(), listed_once.clone());
         async move {
             let mut stream = watcher::watcher(api, config).default_backoff().boxed();
             let mut listing: Option<Vec<Key>> = None;
-            let mut first_list = true;
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(Event::Apply(obj)) => obj.apply_to(&index),
@@ -79,16 +87,16 @@ where
                             info!(objects = keys.len(), "listed");
                             index.retain(kind, &keys);
                         }
-                        if std::mem::take(&mut first_list) {
+                        if !listed_once.swap(true, Ordering::SeqCst) {
                             synced.send_modify(|n| *n += 1);
                         }
                     }
                     Err(error) => warn!(%error, "watch failed; retrying with backoff"),
                 }
             }
+            anyhow::bail!("the {kind:?} watch ended")
         }
-        .instrument(span),
-    );
+    });
 }
 
 /// A kind the index is built from.

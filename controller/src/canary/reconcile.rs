@@ -1,49 +1,63 @@
-//! The leader-only Canary reconciler: reads each Canary and its TrafficSplit, calls due webhooks
-//! and the analysis engine, runs one [`machine::advance`], then writes status (the decision) before
-//! the split (its effect), so a crash in between is repaired from status on the next tick and
-//! never jumps a step.
+//! One Canary tick: read the Canary's TrafficSplit, call due webhooks and the analysis engine, run
+//! one [`machine::advance`], then write status (the decision) before the split (its effect), so a
+//! crash in between is repaired from status on the next tick and never jumps a step.
+//!
+//! Every write goes through the leader's [`Fence`]; every call out (webhooks, Prometheus) is
+//! bounded, so one tick of one Canary always ends. Scheduling ticks is [`super::worker`]'s job.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use shifter_analysis::{Analyzer, AnalyzerConfig, AnyProvider, Target};
 use shifter_crds::TrafficSplit;
 use shifter_crds::canary::{
-    BackendStats, COMMAND_ANNOTATION, Canary, CanaryPhase, CanaryStatus, OpaqueState, VerdictResult,
+    BackendStats, COMMAND_ANNOTATION, Canary, CanaryPhase, CanarySpec, CanaryStatus, OpaqueState, VerdictResult,
 };
-use shifter_crds::duration::parse_duration;
-use tokio::sync::watch;
-use tracing::{Instrument, warn};
+use shifter_crds::conditions::{condition, set_condition};
+use tracing::warn;
 
-use super::machine::{self, Command, SplitObservation, Tick, TickVerdict, stable_of};
+use super::machine::{self, Command, Outcome, SplitObservation, Tick, TickVerdict, stable_of};
 use super::webhooks;
 use crate::events::EventRecorder;
-use crate::lease::Leadership;
+use crate::fence::{Fence, WriteError};
 use crate::metrics::ControllerMetrics;
 use crate::telemetry::TelemetryStore;
 
 /// The field manager for splits a Canary owns.
 pub const SPLIT_MANAGER: &str = "shifter-canary";
+/// The field manager for Canary status.
+pub const STATUS_MANAGER: &str = "shifter-controller";
 /// Consecutive metrics-source errors tolerated before they count as a failed check.
 pub const ERROR_LIMIT: u32 = 3;
 /// Telemetry younger than this may still be arriving and is not judged yet.
 const FLUSH_DELAY_S: i64 = 2;
 
-pub struct CanaryController {
+/// What every Canary's ticks share.
+pub struct CanaryContext {
     pub client: Client,
     pub telemetry: Arc<TelemetryStore>,
     pub metrics: Arc<ControllerMetrics>,
-    pub leadership: watch::Receiver<Leadership>,
-    pub identity: String,
+    pub fence: Fence,
+    pub recorder: EventRecorder,
+    /// One HTTP client (one connection pool) for every webhook and Prometheus query.
+    pub http: reqwest::Client,
+}
+
+/// What one Canary remembers between ticks: its running analysis. Losing it is safe — the
+/// evidence is also kept in status and resumed from there.
+#[derive(Default)]
+pub struct Memory {
+    running: Option<Running>,
+}
+
+impl Memory {
+    pub fn forget(&mut self) {
+        self.running = None;
+    }
 }
 
 struct Running {
@@ -52,259 +66,250 @@ struct Running {
     rollout: String,
 }
 
-fn now_s() -> i64 {
+/// Why a tick did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error("reading the {what}: {source}")]
+    Read { what: &'static str, source: kube::Error },
+    #[error("writing the {what}: {source}")]
+    Write { what: &'static str, source: WriteError },
+}
+
+impl TickError {
+    /// The write was withheld because leadership is not proven: nothing is wrong with the object.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, TickError::Write { source: WriteError::Fenced, .. })
+    }
+}
+
+fn write_err(what: &'static str) -> impl FnOnce(WriteError) -> TickError {
+    move |source| TickError::Write { what, source }
+}
+
+pub(crate) fn now_s() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
-impl CanaryController {
-    pub fn spawn(self) {
-        tokio::spawn(self.run().instrument(tracing::info_span!("canaries")));
-    }
-
-    async fn run(self) {
-        let (store, writer) = reflector::store::<Canary>();
-        let api: Api<Canary> = Api::all(self.client.clone());
-        let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()).default_backoff());
-        tokio::spawn(stream.applied_objects().for_each(|_| async {}));
-        let recorder = EventRecorder::new(self.client.clone(), "shifter-controller", self.identity.clone());
-        let http = reqwest::Client::builder().user_agent("shifter-canary").build().expect("HTTP client");
-        let mut running: HashMap<(String, String), Running> = HashMap::new();
-        let mut last_tick: HashMap<(String, String), i64> = HashMap::new();
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if !self.leadership.borrow().is_leader {
-                running.clear();
-                last_tick.clear();
-                continue;
-            }
-            for canary in store_state(&store) {
-                let key = (canary.namespace().unwrap_or_default(), canary.name_any());
-                let interval = canary
-                    .spec
-                    .analysis
-                    .interval
-                    .as_deref()
-                    .and_then(|i| parse_duration(i).ok())
-                    .unwrap_or(Duration::from_secs(10));
-                let status = canary.status.clone().unwrap_or_default();
-                let pending = canary
-                    .annotations()
-                    .get(COMMAND_ANNOTATION)
-                    .is_some_and(|c| status.last_command.as_ref() != Some(c));
-                let spec_changed = status.observed_generation != canary.metadata.generation;
-                let due = last_tick.get(&key).is_none_or(|t| now_s() - t >= interval.as_secs().max(1) as i64);
-                if !(due || pending || spec_changed) {
-                    continue;
-                }
-                last_tick.insert(key.clone(), now_s());
-                if let Err(error) = self.reconcile(&canary, &mut running, &recorder, &http).await {
-                    warn!(%error, canary = %format!("{}/{}", key.0, key.1), "canary reconcile failed");
-                }
-            }
-            let live: Vec<(String, String)> =
-                store_state(&store).iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
-            running.retain(|k, _| live.contains(k));
-            last_tick.retain(|k, _| live.contains(k));
-            self.metrics.retain_canaries(&live);
-        }
-    }
-
-    async fn reconcile(
-        &self,
-        canary: &Canary,
-        running: &mut HashMap<(String, String), Running>,
-        recorder: &EventRecorder,
-        http: &reqwest::Client,
-    ) -> Result<(), kube::Error> {
-        let ns = canary.namespace().unwrap_or_default();
-        let name = canary.name_any();
-        let key = (ns.clone(), name.clone());
-        let spec = &canary.spec;
-        let status = canary.status.clone().unwrap_or_default();
-        let now = now_s();
-        let canaries: Api<Canary> = Api::namespaced(self.client.clone(), &ns);
-        let reference = ObjectReference {
-            api_version: Some("shifter.dev/v1alpha1".into()),
-            kind: Some("Canary".into()),
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            uid: canary.uid(),
-            ..Default::default()
-        };
-
-        let problems = shifter_crds::canary::validate(spec);
-        if !problems.is_empty() {
-            let mut s = status.clone();
-            s.observed_generation = canary.metadata.generation;
-            let message = problems.join("; ");
-            shifter_crds::conditions::set_condition(
-                &mut s.conditions,
-                shifter_crds::conditions::condition(
-                    "Progressing",
-                    false,
-                    "InvalidSpec",
-                    message,
-                    canary.metadata.generation,
-                ),
-            );
-            if s != status {
-                write_status(&canaries, &name, &s).await?;
-            }
-            return Ok(());
-        }
-
-        let splits: Api<TrafficSplit> = Api::namespaced(self.client.clone(), &ns);
-        let split = splits.get_opt(&spec.service).await?;
-        let observation = observe_split(split.as_ref(), spec, &status);
-        let command = canary
-            .annotations()
-            .get(COMMAND_ANNOTATION)
-            .filter(|c| status.last_command.as_ref() != Some(*c))
-            .and_then(|c| parse_command(c).map(|cmd| (cmd, c.clone())));
-
-        // Webhooks due in the state before this tick.
-        let due = machine::webhooks_due(spec, &status);
-        let calls = due.iter().map(|hook| {
-            let body = webhooks::body(&name, &ns, spec, &status, hook);
-            async move { webhooks::call(http, hook, &body).await }
-        });
-        let outcomes = join_all(calls).await;
-
-        // Analysis, while traffic is on the canary of the current rollout.
-        let analysing = matches!(status.phase, CanaryPhase::Progressing | CanaryPhase::WaitingConfirmation)
-            && status.canary_weight > 0
-            && status.canary.as_deref() == Some(spec.canary.as_str());
-        let target = Target {
-            namespace: ns.clone(),
-            service: spec.service.clone(),
-            stable: stable_of(spec, &status),
-            canary: spec.canary.clone(),
-        };
-        let verdict = if analysing {
-            let rollout = status.rollout_started_at.clone().unwrap_or_default();
-            let run = match running.remove(&key) {
-                Some(r) if r.rollout == rollout => Some(r),
-                _ => start_analyzer(&target, spec, &status, &rollout, now),
-            };
-            match run {
-                Some(mut r) => {
-                    let provider = AnyProvider::from_spec(&spec.analysis.provider, self.telemetry.clone());
-                    let verdict = match provider {
-                        Ok(p) => {
-                            let v = r.analyzer.tick(&p, now - FLUSH_DELAY_S).await;
-                            let errors = r.analyzer.state().consecutive_errors;
-                            Some(to_tick_verdict(v.result, v.reason, errors))
-                        }
-                        Err(e) => Some(TickVerdict { result: VerdictResult::Error, reason: e.to_string() }),
-                    };
-                    running.insert(key.clone(), r);
-                    verdict
-                }
-                None => None,
-            }
-        } else {
-            None
-        };
-
-        let tick = Tick {
-            now,
-            generation: canary.metadata.generation,
-            spec,
-            status: &status,
-            split: observation.clone(),
-            verdict: verdict.clone(),
-            webhooks: outcomes,
-            command,
-        };
-        let mut outcome = machine::advance(&tick);
-
-        // Keep the analyzer in step with the machine and its evidence in status.
-        if let Some(r) = running.get_mut(&key) {
-            let rollout = outcome.status.rollout_started_at.clone().unwrap_or_default();
-            if r.rollout != rollout
-                || !matches!(
-                    outcome.status.phase,
-                    CanaryPhase::Progressing | CanaryPhase::WaitingConfirmation | CanaryPhase::Paused
-                )
-            {
-                running.remove(&key);
-            } else if outcome.status.current_step != status.current_step
-                || outcome.status.canary_weight != status.canary_weight
-            {
-                r.analyzer.reset_for_step(now);
-            }
-        }
-        outcome.status.analysis = running
-            .get(&key)
-            .and_then(|r| serde_json::to_value(r.analyzer.state()).ok())
-            .map(OpaqueState)
-            .or(if machine_active(outcome.status.phase) { outcome.status.analysis.clone() } else { None });
-        outcome.status.backends = self.backend_stats(&ns, spec, &outcome.status, now);
-
-        if outcome.status != status {
-            write_status(&canaries, &name, &outcome.status).await?;
-        }
-        // The split follows status: the weight this tick decided, or the one status holds when the
-        // split drifted from it (a crash between the two writes), unless a person changed it.
-        let enforce = machine_active(outcome.status.phase)
-            && outcome.status.phase != CanaryPhase::Paused
-            && observation != SplitObservation::AsWritten;
-        let weight = outcome.canary_weight.or(enforce.then_some(outcome.status.canary_weight));
-        if let Some(w) = weight
-            && !(matches!(observation, SplitObservation::Edited(_)) && outcome.status.phase == CanaryPhase::Paused)
-        {
-            write_split(&splits, canary, &outcome.status, w).await?;
-        }
-        for (reason, note, warning) in &outcome.events {
-            recorder.record(&reference, *warning, reason, "Rollout", note).await?;
-        }
-        self.metrics.record_canary(&key, outcome.status.canary_weight, outcome.status.phase, verdict.map(|v| v.result));
-        Ok(())
-    }
-
-    fn backend_stats(
-        &self,
-        ns: &str,
-        spec: &shifter_crds::CanarySpec,
-        status: &CanaryStatus,
-        now: i64,
-    ) -> Vec<BackendStats> {
-        const WINDOW: i64 = 60;
-        let stable = stable_of(spec, status);
-        let canary = status.canary.clone().unwrap_or_else(|| spec.canary.clone());
-        let mut out = Vec::new();
-        for (service, weight) in
-            [(stable.clone(), 100 - status.canary_weight.min(100)), (canary.clone(), status.canary_weight.min(100))]
-        {
-            if out.iter().any(|b: &BackendStats| b.service == service) {
-                continue;
-            }
-            let c = shifter_analysis::MeshSource::counts(
-                self.telemetry.as_ref(),
-                ns,
-                &spec.service,
-                &service,
-                now - WINDOW - FLUSH_DELAY_S,
-                now - FLUSH_DELAY_S,
-            );
-            let success_rate = (c.requests > 0).then(|| {
-                ((c.requests - c.failures.min(c.requests)) as f64 * 10000.0 / c.requests as f64).round() / 100.0
-            });
-            out.push(BackendStats {
-                service,
-                weight,
-                rps: (c.requests as f64 * 100.0 / WINDOW as f64).round() / 100.0,
-                success_rate,
-                p99_ms: c.latency_quantile_ms(0.99),
-                window_seconds: WINDOW as u32,
-            });
-        }
-        out
+/// The Event reference for a Canary.
+pub(crate) fn reference(canary: &Canary) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("shifter.dev/v1alpha1".into()),
+        kind: Some("Canary".into()),
+        name: Some(canary.name_any()),
+        namespace: canary.namespace(),
+        uid: canary.uid(),
+        ..Default::default()
     }
 }
 
-fn store_state(store: &Store<Canary>) -> Vec<Arc<Canary>> {
-    store.state()
+/// Runs one tick of `canary` at `now` (unix seconds).
+pub async fn tick(ctx: &CanaryContext, canary: &Canary, memory: &mut Memory, now: i64) -> Result<(), TickError> {
+    let ns = canary.namespace().unwrap_or_default();
+    let key = (ns.clone(), canary.name_any());
+    let spec = &canary.spec;
+    let status = canary.status.clone().unwrap_or_default();
+
+    let problems = shifter_crds::canary::validate(spec);
+    if !problems.is_empty() {
+        memory.forget();
+        return report_invalid_spec(ctx, canary, &status, &problems).await;
+    }
+
+    let splits: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &ns);
+    let split =
+        splits.get_opt(&spec.service).await.map_err(|source| TickError::Read { what: "TrafficSplit", source })?;
+    let observation = observe_split(split.as_ref(), spec, &status);
+    let command = canary
+        .annotations()
+        .get(COMMAND_ANNOTATION)
+        .filter(|c| status.last_command.as_ref() != Some(*c))
+        .and_then(|c| parse_command(c).map(|cmd| (cmd, c.clone())));
+
+    // Webhooks due in the state before this tick, called together; each is bounded by its budget.
+    let calls = machine::webhooks_due(spec, &status).into_iter().map(|hook| {
+        let body = webhooks::body(&key.1, &ns, spec, &status, hook);
+        let http = ctx.http.clone();
+        async move { webhooks::call(&http, hook, &body).await }
+    });
+    let outcomes = join_all(calls).await;
+    let verdict = analyse(ctx, canary, &status, memory, now).await;
+
+    let tick = Tick {
+        now,
+        generation: canary.metadata.generation,
+        spec,
+        status: &status,
+        split: observation.clone(),
+        verdict: verdict.clone(),
+        webhooks: outcomes,
+        command,
+    };
+    let mut outcome = machine::advance(&tick);
+    keep_analysis_in_step(memory, &status, &mut outcome, now);
+    outcome.status.backends = backend_stats(&ctx.telemetry, &ns, spec, &outcome.status, now);
+    apply(ctx, canary, &status, &outcome, &observation).await?;
+    ctx.metrics.record_canary(&key, outcome.status.canary_weight, outcome.status.phase, verdict.map(|v| v.result));
+    Ok(())
+}
+
+/// A spec that cannot run says so in a condition (and once in an Event), naming every field.
+async fn report_invalid_spec(
+    ctx: &CanaryContext,
+    canary: &Canary,
+    status: &CanaryStatus,
+    problems: &[String],
+) -> Result<(), TickError> {
+    let mut next = status.clone();
+    next.observed_generation = canary.metadata.generation;
+    let message = problems.join("; ");
+    set_condition(
+        &mut next.conditions,
+        condition("Progressing", false, "InvalidSpec", message.clone(), canary.metadata.generation),
+    );
+    if next == *status {
+        return Ok(());
+    }
+    write_status(ctx, canary, &next).await?;
+    ctx.fence
+        .write(ctx.recorder.record(&reference(canary), true, "InvalidSpec", "Validate", &message))
+        .await
+        .map_err(write_err("Event"))
+}
+
+/// The analysis verdict of this tick, while traffic is on the canary of the current rollout.
+async fn analyse(
+    ctx: &CanaryContext,
+    canary: &Canary,
+    status: &CanaryStatus,
+    memory: &mut Memory,
+    now: i64,
+) -> Option<TickVerdict> {
+    let spec = &canary.spec;
+    let analysing = matches!(status.phase, CanaryPhase::Progressing | CanaryPhase::WaitingConfirmation)
+        && status.canary_weight > 0
+        && status.canary.as_deref() == Some(spec.canary.as_str());
+    if !analysing {
+        return None;
+    }
+    let target = Target {
+        namespace: canary.namespace().unwrap_or_default(),
+        service: spec.service.clone(),
+        stable: stable_of(spec, status),
+        canary: spec.canary.clone(),
+    };
+    let rollout = status.rollout_started_at.clone().unwrap_or_default();
+    let mut run = match memory.running.take() {
+        Some(r) if r.rollout == rollout => r,
+        _ => start_analyzer(&target, spec, status, &rollout, now)?,
+    };
+    let provider = AnyProvider::from_spec_with_client(&spec.analysis.provider, ctx.telemetry.clone(), ctx.http.clone());
+    let verdict = match provider {
+        Ok(p) => {
+            let v = run.analyzer.tick(&p, now - FLUSH_DELAY_S).await;
+            to_tick_verdict(v.result, v.reason, run.analyzer.state().consecutive_errors)
+        }
+        Err(e) => TickVerdict { result: VerdictResult::Error, reason: e.to_string() },
+    };
+    memory.running = Some(run);
+    Some(verdict)
+}
+
+/// Keeps the analyzer in step with the machine, and its evidence in status.
+fn keep_analysis_in_step(memory: &mut Memory, before: &CanaryStatus, outcome: &mut Outcome, now: i64) {
+    if let Some(r) = memory.running.as_mut() {
+        let rollout = outcome.status.rollout_started_at.clone().unwrap_or_default();
+        if r.rollout != rollout
+            || !matches!(
+                outcome.status.phase,
+                CanaryPhase::Progressing | CanaryPhase::WaitingConfirmation | CanaryPhase::Paused
+            )
+        {
+            memory.running = None;
+        } else if outcome.status.current_step != before.current_step
+            || outcome.status.canary_weight != before.canary_weight
+        {
+            r.analyzer.reset_for_step(now);
+        }
+    }
+    outcome.status.analysis = memory
+        .running
+        .as_ref()
+        .and_then(|r| serde_json::to_value(r.analyzer.state()).ok())
+        .map(OpaqueState)
+        .or(if machine_active(outcome.status.phase) { outcome.status.analysis.clone() } else { None });
+}
+
+/// Writes what the tick decided: status, then the split, then Events.
+async fn apply(
+    ctx: &CanaryContext,
+    canary: &Canary,
+    before: &CanaryStatus,
+    outcome: &Outcome,
+    observation: &SplitObservation,
+) -> Result<(), TickError> {
+    if outcome.status != *before {
+        write_status(ctx, canary, &outcome.status).await?;
+    }
+    // The split follows status: the weight this tick decided, or the one status holds when the
+    // split drifted from it (a crash between the two writes), unless a person changed it.
+    let enforce = machine_active(outcome.status.phase)
+        && outcome.status.phase != CanaryPhase::Paused
+        && *observation != SplitObservation::AsWritten;
+    let weight = outcome.canary_weight.or(enforce.then_some(outcome.status.canary_weight));
+    if let Some(w) = weight
+        && !(matches!(observation, SplitObservation::Edited(_)) && outcome.status.phase == CanaryPhase::Paused)
+    {
+        let splits: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+        ctx.fence.write(write_split(&splits, canary, &outcome.status, w)).await.map_err(write_err("TrafficSplit"))?;
+    }
+    let regarding = reference(canary);
+    for (reason, note, warning) in &outcome.events {
+        ctx.fence
+            .write(ctx.recorder.record(&regarding, *warning, reason, "Rollout", note))
+            .await
+            .map_err(write_err("Event"))?;
+    }
+    Ok(())
+}
+
+/// The recent traffic per version shown in status.
+fn backend_stats(
+    telemetry: &TelemetryStore,
+    ns: &str,
+    spec: &CanarySpec,
+    status: &CanaryStatus,
+    now: i64,
+) -> Vec<BackendStats> {
+    const WINDOW: i64 = 60;
+    let stable = stable_of(spec, status);
+    let canary = status.canary.clone().unwrap_or_else(|| spec.canary.clone());
+    let mut out = Vec::new();
+    for (service, weight) in
+        [(stable.clone(), 100 - status.canary_weight.min(100)), (canary.clone(), status.canary_weight.min(100))]
+    {
+        if out.iter().any(|b: &BackendStats| b.service == service) {
+            continue;
+        }
+        let c = shifter_analysis::MeshSource::counts(
+            telemetry,
+            ns,
+            &spec.service,
+            &service,
+            now - WINDOW - FLUSH_DELAY_S,
+            now - FLUSH_DELAY_S,
+        );
+        let success_rate = (c.requests > 0)
+            .then(|| ((c.requests - c.failures.min(c.requests)) as f64 * 10000.0 / c.requests as f64).round() / 100.0);
+        out.push(BackendStats {
+            service,
+            weight,
+            rps: (c.requests as f64 * 100.0 / WINDOW as f64).round() / 100.0,
+            success_rate,
+            p99_ms: c.latency_quantile_ms(0.99),
+            window_seconds: WINDOW as u32,
+        });
+    }
+    out
 }
 
 fn machine_active(phase: CanaryPhase) -> bool {
@@ -414,12 +419,17 @@ fn observe_split(
     SplitObservation::Edited(format!("{} by {manager}", now.join(" ")))
 }
 
-async fn write_status(canaries: &Api<Canary>, name: &str, status: &CanaryStatus) -> Result<(), kube::Error> {
+/// Writes a Canary's whole status under [`STATUS_MANAGER`], through the fence.
+pub(crate) async fn write_status(ctx: &CanaryContext, canary: &Canary, status: &CanaryStatus) -> Result<(), TickError> {
+    let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "shifter.dev/v1alpha1", "kind": "Canary", "status": status});
-    canaries
-        .patch_status(name, &PatchParams::apply("shifter-controller").force(), &Patch::Apply(&patch))
+    let params = PatchParams::apply(STATUS_MANAGER).force();
+    let name = canary.name_any();
+    ctx.fence
+        .write(canaries.patch_status(&name, &params, &Patch::Apply(&patch)))
         .await
         .map(drop)
+        .map_err(write_err("Canary status"))
 }
 
 async fn write_split(
