@@ -21,6 +21,8 @@ pub struct Cluster {
     pub apiserver: Proc,
     pub apiserver_port: u16,
     pub kubeconfig: PathBuf,
+    /// Extra flags the API server runs with (kept across restarts).
+    apiserver_args: Vec<String>,
 }
 
 /// A running controller process and what proxies need to reach it.
@@ -42,10 +44,16 @@ pub struct ProxyProc {
 impl Cluster {
     /// Starts the API server and installs shifter's CRDs with kubectl.
     pub async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// As [`Cluster::start`], with extra `shifter apiserver` flags (e.g. `--admission=none`).
+    pub async fn start_with(apiserver_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let apiserver_port = free_port();
-        let (apiserver, kubeconfig) = start_apiserver(dir.path(), apiserver_port);
-        let cluster = Cluster { dir, apiserver, apiserver_port, kubeconfig };
+        let apiserver_args: Vec<String> = apiserver_args.iter().map(|a| a.to_string()).collect();
+        let (apiserver, kubeconfig) = start_apiserver(dir.path(), apiserver_port, &apiserver_args);
+        let cluster = Cluster { dir, apiserver, apiserver_port, kubeconfig, apiserver_args };
         let crds = dir_file(cluster.dir.path(), "crds.yaml", &shifter_crds::crds_yaml());
         cluster.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
         cluster
@@ -54,14 +62,44 @@ impl Cluster {
     /// Stops the API server (SIGTERM) and starts it again on the same data.
     pub fn restart_apiserver(&mut self) {
         self.apiserver.terminate(Duration::from_secs(10));
-        let (proc, _) = start_apiserver(self.dir.path(), self.apiserver_port);
+        let (proc, _) = start_apiserver(self.dir.path(), self.apiserver_port, &self.apiserver_args);
+        self.apiserver = proc;
+    }
+
+    /// Stops the API server, changes one stored object with `edit` straight in its database — past
+    /// every check a write through the API gets (schema, admission) — and starts it again. This is
+    /// how an object that a real cluster let through (no shifter admission there) reaches shifter.
+    // The store's closure returns the API server's own error type, large as it is.
+    #[allow(clippy::result_large_err)]
+    pub fn edit_stored(
+        &mut self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) {
+        use shifter_apiserver::store::{Key, Store};
+        assert!(self.apiserver.terminate(Duration::from_secs(10)), "the API server did not stop");
+        {
+            let store = Store::open(&self.dir.path().join("apiserver").join("state.redb"), 16).expect("store opens");
+            let key = Key::new(resource, namespace, name);
+            store
+                .write(false, |txn| {
+                    let mut object = txn.get(&key).unwrap_or_else(|| panic!("{resource} {namespace}/{name} is stored"));
+                    edit(&mut object);
+                    txn.put(key.clone(), object);
+                    Ok(())
+                })
+                .expect("stored");
+        }
+        let (proc, _) = start_apiserver(self.dir.path(), self.apiserver_port, &self.apiserver_args);
         self.apiserver = proc;
     }
 
     /// Kills the API server (SIGKILL, as a crash would) and starts it again on the same data.
     pub fn crash_apiserver(&mut self) {
         self.apiserver.kill();
-        let (proc, _) = start_apiserver(self.dir.path(), self.apiserver_port);
+        let (proc, _) = start_apiserver(self.dir.path(), self.apiserver_port, &self.apiserver_args);
         self.apiserver = proc;
     }
 
@@ -239,16 +277,17 @@ pub fn service_yaml(ns: &str, name: &str, backend_ports: &[u16]) -> String {
     yaml
 }
 
-fn start_apiserver(dir: &Path, port: u16) -> (Proc, PathBuf) {
+fn start_apiserver(dir: &Path, port: u16, extra: &[String]) -> (Proc, PathBuf) {
     let data = dir.join("apiserver");
     let kubeconfig = data.join("kubeconfig");
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "apiserver".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--data-dir".into(),
         data.display().to_string(),
     ];
+    args.extend_from_slice(extra);
     let mut proc = Proc::spawn("apiserver", dir, &shifter_bin(), &args, &[]);
     proc.wait_for_line("listening on", Duration::from_secs(30));
     (proc, kubeconfig)

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod backend_process;
 pub mod bin;
 pub mod cluster;
+pub mod live;
 pub mod load;
 pub mod process;
 pub mod prometheus;

@@ -106,6 +106,37 @@ impl Rollout {
     }
 }
 
+/// Unix seconds of the last verdict in `canary`'s status, 0 when none.
+fn last_verdict_at(canary: &Value) -> i64 {
+    canary["status"]["lastVerdict"]["time"]
+        .as_str()
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map_or(0, |t| t.as_second())
+}
+
+/// Waits until the controller has given `n` more verdicts (each tick's is stamped with its own
+/// second) — the positive sign that it looked at the Canary again — and returns the latest JSON.
+fn wait_for_verdicts(cluster: &Cluster, n: usize, timeout: Duration) -> Value {
+    let get = || -> Value {
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "canary", "web", "-n", "shop", "-o", "json"])).unwrap()
+    };
+    let mut last = last_verdict_at(&get());
+    let mut seen = 0;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let c = get();
+        let at = last_verdict_at(&c);
+        if at > last {
+            (last, seen) = (at, seen + 1);
+            if seen >= n {
+                return c;
+            }
+        }
+        assert!(Instant::now() < deadline, "only {seen} of {n} new verdicts in {timeout:?}: {}", c["status"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn condition<'a>(canary: &'a Value, type_: &str) -> &'a Value {
     canary["status"]["conditions"]
         .as_array()
@@ -172,8 +203,8 @@ async fn a_canary_300ms_slower_is_rolled_back() {
 async fn without_traffic_it_holds_then_rolls_back_at_the_deadline() {
     let r = rollout("[{weight: 20}, {weight: 50}]", "8s").await;
     wait_until(Duration::from_secs(20), || r.phase() == "Progressing", || "never started".into());
-    std::thread::sleep(Duration::from_secs(3));
-    let c = r.canary_json();
+    // Three ticks judged the step (interval 1s) and none moved it.
+    let c = wait_for_verdicts(&r.cluster, 3, Duration::from_secs(20));
     assert_eq!(
         (c["status"]["phase"].as_str(), c["status"]["currentStep"].as_u64()),
         (Some("Progressing"), Some(0)),
@@ -196,8 +227,8 @@ async fn a_gate_holds_until_promote_and_abort_rolls_back_at_once() {
         || r.phase() == "WaitingConfirmation",
         || format!("no gate: {}", r.canary_json()["status"]),
     );
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(r.phase(), "WaitingConfirmation", "the gate holds");
+    let c = wait_for_verdicts(&r.cluster, 2, Duration::from_secs(20));
+    assert_eq!(c["status"]["phase"], "WaitingConfirmation", "the gate holds while ticks go on");
     let id = "promote@2026-01-01T00:00:00Z";
     r.cluster.kubectl_ok(&[
         "annotate",
@@ -241,6 +272,7 @@ async fn a_controller_killed_mid_rollout_resumes_at_the_same_step() {
     );
     let before = r.canary_json()["status"].clone();
     r.controller.proc.kill();
+    let killed_at = k8s_openapi::jiff::Timestamp::now().as_second();
     assert_eq!(
         r.split_weights().trim(),
         "web-v1=60 web-v2=40",
@@ -248,7 +280,12 @@ async fn a_controller_killed_mid_rollout_resumes_at_the_same_step() {
     );
     // Same identity and address, as a restarted pod behind the controller Service would have.
     let restarted = r.cluster.start_controller_on("controller", r.controller.grpc.port(), r.controller.admin.port());
-    std::thread::sleep(Duration::from_secs(4));
+    // The new process's own tick: a verdict stamped after the old process was gone.
+    wait_until(
+        Duration::from_secs(30),
+        || last_verdict_at(&r.canary_json()) > killed_at,
+        || format!("the restarted controller never judged: {}", r.canary_json()["status"]),
+    );
     let after = r.canary_json()["status"].clone();
     assert_eq!(after["currentStep"], before["currentStep"], "{after}");
     assert_eq!(after["canaryWeight"], 40);
@@ -280,7 +317,7 @@ async fn webhooks_are_called_once_and_a_failing_pre_rollout_hook_rolls_back() {
         || split(&cluster).contains("web-v2=20"),
         || format!("split: {}", split(&cluster)),
     );
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for_verdicts(&cluster, 2, Duration::from_secs(20));
     assert_eq!(good_hook.served(), 1, "a pre-rollout hook that succeeded is never called again");
 
     // A new canary whose pre-rollout hook answers 500 (retried, then a failed check) rolls back

@@ -3,10 +3,11 @@
 //! status themselves (`kubectl patch --subresource=status`) to play the controller's part of the
 //! command protocol, and check what the CLI wrote for the controller to read.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shifter_tests::live::{LiveChild, Stream};
 use shifter_tests::{Cluster, shifter_bin};
 
 const NS: &str = "shop";
@@ -203,34 +204,25 @@ async fn wait_exits_0_promoted_1_rolled_back_2_timeout_and_ignores_stale_results
     assert_eq!(run.code, 2, "stale Succeeded must not satisfy wait: {run:?}");
     assert!(run.stderr.contains("timed out after 2s") && run.stderr.contains("web-v3"), "{run:?}");
 
-    // The controller promotes web-v3 while wait watches.
-    let waiter = cluster
-        .kubectl_shift_command(&["wait", "web", "-n", NS, "--timeout", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wait");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The controller promotes web-v3 while wait watches. Each change is made only once wait has
+    // printed what it saw of the previous state, so it cannot miss the step in between.
+    let spawn_wait = || LiveChild::spawn(cluster.kubectl_shift_command(&["wait", "web", "-n", NS, "--timeout", "60s"]));
+    let mut waiter = spawn_wait();
+    waiter.wait_for(Stream::Stderr, "canary/web", 1, Duration::from_secs(20));
     let gen_now = generation(&cluster);
     set_status(
         &cluster,
         json!({"phase": "Progressing", "canary": "web-v3", "canaryWeight": 20, "currentStep": 1, "observedGeneration": gen_now}),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    waiter.wait_for(Stream::Stderr, "Progressing: web-v3 at 20% (step 2/3)", 1, Duration::from_secs(20));
     set_status(&cluster, succeeded(&cluster, "web-v3"));
-    let run: Run = waiter.wait_with_output().expect("wait runs").into();
+    let run: Run = waiter.finish().into();
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("Progressing: web-v3 at 20% (step 2/3)"), "progress on stderr: {run:?}");
 
     // The next version is rolled back: exit 1 with the condition's message.
     shift(&cluster, &["start", "web", "--canary", "web-v2", "-n", NS]);
-    let waiter = cluster
-        .kubectl_shift_command(&["wait", "web", "-n", NS, "--timeout", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wait");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut waiter = spawn_wait();
+    waiter.wait_for(Stream::Stderr, "canary/web", 1, Duration::from_secs(20));
     set_status(
         &cluster,
         json!({"phase": "RolledBack", "canary": "web-v2", "stable": "web-v3", "canaryWeight": 0,
@@ -239,7 +231,7 @@ async fn wait_exits_0_promoted_1_rolled_back_2_timeout_and_ignores_stale_results
                                "message": "canary success rate 95.0% vs stable 100.0%",
                                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
     );
-    let run: Run = waiter.wait_with_output().expect("wait runs").into();
+    let run: Run = waiter.finish().into();
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("rolled back: FailedChecks: canary success rate 95.0% vs stable 100.0%"), "{run:?}");
 
@@ -250,15 +242,10 @@ async fn wait_exits_0_promoted_1_rolled_back_2_timeout_and_ignores_stale_results
     // Deleted while waiting: exit 2, not a hang until the timeout.
     let run = shift(&cluster, &["start", "web", "--canary", "web-v3", "-n", NS]);
     assert_eq!(run.code, 0, "{run:?}");
-    let waiter = cluster
-        .kubectl_shift_command(&["wait", "web", "-n", NS, "--timeout", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wait");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut waiter = spawn_wait();
+    waiter.wait_for(Stream::Stderr, "canary/web", 1, Duration::from_secs(20));
     cluster.kubectl_ok(&["delete", "canary", "web", "-n", NS]);
-    let run: Run = waiter.wait_with_output().expect("wait runs").into();
+    let run: Run = waiter.finish().into();
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("canary \"web\" not found"), "{run:?}");
 }
@@ -316,26 +303,17 @@ async fn get_and_status_show_splits_and_canaries() {
 #[tokio::test]
 async fn status_watch_appends_a_view_per_change() {
     let cluster = shop().await;
-    let watcher = cluster
-        .kubectl_shift_command(&["status", "web", "-n", NS, "--watch"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn status --watch");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut watcher = LiveChild::spawn(cluster.kubectl_shift_command(&["status", "web", "-n", NS, "--watch"]));
+    // Each change is made once the view of the one before was printed.
+    watcher.wait_for(Stream::Stdout, "steps:", 1, Duration::from_secs(20));
     set_status(&cluster, json!({"phase": "Progressing", "canary": "web-v2", "canaryWeight": 10}));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    watcher.wait_for(Stream::Stdout, "steps:   [10] -> 20 -> 50 -> 100", 1, Duration::from_secs(20));
     set_status(&cluster, json!({"phase": "Progressing", "canary": "web-v2", "canaryWeight": 20, "currentStep": 1}));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    watcher.wait_for(Stream::Stdout, "steps:   10 -> [20] -> 50 -> 100", 1, Duration::from_secs(20));
     // Deleting the Canary ends the watch.
     cluster.kubectl_ok(&["delete", "canary", "web", "-n", NS]);
-    let run: Run = tokio::task::spawn_blocking(move || watcher.wait_with_output().expect("status runs"))
-        .await
-        .expect("join")
-        .into();
+    let run: Run = tokio::task::spawn_blocking(move || watcher.finish()).await.expect("join").into();
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("steps:   [10] -> 20 -> 50 -> 100"), "{run:?}");
-    assert!(run.stdout.contains("steps:   10 -> [20] -> 50 -> 100"), "{run:?}");
     assert!(run.stderr.contains("canary web was deleted"), "{run:?}");
 }
 
