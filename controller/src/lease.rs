@@ -169,11 +169,10 @@ impl Elector {
         };
         let duration =
             spec.lease_duration_seconds.map_or(self.config.duration, |s| Duration::from_secs(s.max(1) as u64));
-        let expired = seen_at.elapsed() >= duration;
-        let mine = holder.as_deref() == Some(me.as_str());
-        if mine || holder.is_none() || expired {
-            let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
-            let acquire = if mine { spec.acquire_time.clone() } else { None };
+        let round =
+            decide(holder.as_deref(), &me, duration, seen_at.elapsed(), spec.lease_transitions, self.config.retry);
+        if let Round::Take { transitions, renewal } = round {
+            let acquire = if renewal { spec.acquire_time.clone() } else { None };
             let mut updated = self.lease_for_me(lease.metadata.clone(), transitions);
             if let (Some(s), Some(t)) = (updated.spec.as_mut(), acquire) {
                 s.acquire_time = Some(t);
@@ -196,8 +195,10 @@ impl Elector {
             self.last_renew = None;
             let address = lease.metadata.annotations.take().and_then(|mut a| a.remove(ADDRESS_ANNOTATION));
             self.publish(false, holder, address);
-            // Wake exactly when the lease would expire, or at the next retry if sooner.
-            Ok(duration.saturating_sub(seen_at.elapsed()).min(self.config.retry) + Duration::from_millis(10))
+            Ok(match round {
+                Round::Follow { wake_in } => wake_in,
+                Round::Take { .. } => Duration::ZERO,
+            })
         }
     }
 
@@ -230,6 +231,35 @@ impl Elector {
     }
 }
 
+/// What one round of the election does, decided from the Lease as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Write our record: a renewal of our own lease, or a takeover counted in `transitions`.
+    Take { transitions: i32, renewal: bool },
+    /// Someone else holds a live lease: look again after `wake_in`.
+    Follow { wake_in: Duration },
+}
+
+/// Decides a round: take the lease when it is ours, unheld, or unchanged for a whole `duration`
+/// since this replica first saw it (`seen_for`, on this replica's clock); otherwise wake exactly
+/// when it would expire, or at the next retry if sooner.
+fn decide(
+    holder: Option<&str>,
+    me: &str,
+    duration: Duration,
+    seen_for: Duration,
+    transitions: Option<i32>,
+    retry: Duration,
+) -> Round {
+    let mine = holder == Some(me);
+    if mine || holder.is_none() || seen_for >= duration {
+        // A Lease is outside input: its counter may hold anything.
+        let transitions = transitions.unwrap_or(0).max(0).saturating_add(i32::from(!mine));
+        return Round::Take { transitions, renewal: mine };
+    }
+    Round::Follow { wake_in: duration.saturating_sub(seen_for).min(retry) + Duration::from_millis(10) }
+}
+
 /// Gives the lease up (on shutdown) so another replica takes over without waiting for expiry.
 pub async fn release(client: Client, config: &LeaseConfig) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
@@ -241,4 +271,40 @@ pub async fn release(client: Client, config: &LeaseConfig) -> Result<(), kube::E
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
     api.replace(&config.name, &PostParams::default(), &lease).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_holder_renews_its_own_lease_without_counting_a_transition() {
+        assert_eq!(decide(Some("a"), "a", S(15), S(100), Some(3), S(2)), Round::Take { transitions: 3, renewal: true });
+    }
+
+    #[test]
+    fn an_unheld_or_expired_lease_is_taken_and_counted() {
+        assert_eq!(decide(None, "b", S(15), S(0), Some(3), S(2)), Round::Take { transitions: 4, renewal: false });
+        assert_eq!(decide(Some("a"), "b", S(15), S(15), None, S(2)), Round::Take { transitions: 1, renewal: false });
+    }
+
+    #[test]
+    fn a_live_lease_of_another_is_followed_until_it_would_expire() {
+        let wake = |seen_for| match decide(Some("a"), "b", S(15), seen_for, Some(1), S(2)) {
+            Round::Follow { wake_in } => wake_in,
+            other => panic!("took a live lease: {other:?}"),
+        };
+        assert_eq!(wake(S(0)), S(2) + Duration::from_millis(10), "at the next retry");
+        assert_eq!(wake(Duration::from_millis(14_500)), Duration::from_millis(510), "exactly at expiry");
+    }
+
+    #[test]
+    fn a_hostile_transition_counter_cannot_overflow() {
+        let round = decide(Some("a"), "b", S(1), S(1), Some(i32::MAX), S(2));
+        assert_eq!(round, Round::Take { transitions: i32::MAX, renewal: false });
+        let round = decide(None, "b", S(1), S(0), Some(-7), S(2));
+        assert_eq!(round, Round::Take { transitions: 1, renewal: false });
+    }
 }
