@@ -14,6 +14,7 @@ pub mod builtin;
 pub mod builtin_schema;
 pub mod changelog;
 pub mod cli;
+pub mod conn;
 pub mod delete;
 pub mod discovery;
 pub mod error;
