@@ -22,6 +22,7 @@ pub mod events;
 pub mod fields;
 pub mod http;
 pub mod openapi;
+pub mod params;
 pub mod patch;
 pub mod proto;
 pub mod resources;
