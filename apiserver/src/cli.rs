@@ -104,3 +104,38 @@ pub fn run_blocking(args: Args) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn admission_can_be_turned_off_and_limits_set_from_flags() {
+        let cli = Cli::try_parse_from([
+            "shifter",
+            "--admission=none",
+            "--max-connections=8",
+            "--header-read-timeout-seconds=5",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.admission, AdmissionMode::None);
+        assert!(
+            cli.args.admission.chain().validate("split.smi-spec.io", "TrafficSplit", &serde_json::json!({})).is_empty()
+        );
+        assert_eq!((cli.args.max_connections, cli.args.header_read_timeout_seconds), (8, 5));
+        let defaults = Cli::try_parse_from(["shifter"]).unwrap().args;
+        assert_eq!(defaults.admission, AdmissionMode::Shifter);
+        assert_eq!((defaults.tls_handshake_timeout_seconds, defaults.header_read_timeout_seconds), (10, 30));
+        assert!(Cli::try_parse_from(["shifter", "--admission=off"]).is_err());
+        assert!(Cli::try_parse_from(["shifter", "--max-connections=0"]).is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--admission") && help.contains("CRD schemas alone"), "{help}");
+    }
+}

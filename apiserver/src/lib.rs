@@ -15,6 +15,7 @@ pub mod builtin_schema;
 pub mod changelog;
 pub mod cli;
 pub mod conn;
+pub mod crd_schema;
 pub mod delete;
 pub mod discovery;
 pub mod error;
