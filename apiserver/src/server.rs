@@ -135,7 +135,7 @@ impl ApiServer {
     pub async fn start(config: Config) -> Result<ApiServer, StartError> {
         config.check()?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+        create_private_dir(&dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
         let store = Store::open(&dir.join("state.redb"), config.watch_history)?;
         let registry = Registry::default();
         let (crds, _) = store.list("apiextensions.k8s.io/customresourcedefinitions", None);
@@ -244,6 +244,18 @@ impl Drop for ApiServer {
     }
 }
 
+/// Creates the data directory (and missing parents) owner-only; an existing one is left as is.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// The namespaces every cluster has.
 fn bootstrap(app: &App) -> Result<(), StartError> {
     let res = app.registry.get("", "namespaces").expect("namespaces are built in");
@@ -257,4 +269,23 @@ fn bootstrap(app: &App) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_new_data_directory_and_its_secrets_are_owner_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state").join("apiserver");
+        let server = ApiServer::start(Config::ephemeral(&dir)).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for secret in ["ca.key", "token", "kubeconfig"] {
+            assert_eq!(mode(&dir.join(secret)), 0o600, "{secret}");
+        }
+        server.shutdown().await;
+    }
 }
