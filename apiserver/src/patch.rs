@@ -32,17 +32,35 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);
 }
 
+/// Applies a JSON patch all or nothing. A malformed operation is a 400 naming its index; one that
+/// cannot apply (a missing path, a failed `test`) a 422 naming the operation and its path.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the server rejected our request due to an error in our request: invalid JSON patch: {e}"
-        ))
-    })?;
-    json_patch::patch(target, &ops).map_err(|e| ApiError::Invalid {
+    let Some(raw) = patch.as_array() else {
+        return Err(ApiError::BadRequest(
+            "invalid JSON patch: the body must be a list of operations, e.g. [{\"op\": \"replace\", \"path\": \"/spec/x\", \"value\": 1}]".into(),
+        ));
+    };
+    let ops = raw
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            serde_json::from_value::<json_patch::PatchOperation>(op.clone()).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "invalid JSON patch: operation [{i}]: {e}: each operation needs op (add, remove, replace, move, copy or test), path and, for some, value or from"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Applied to a copy that replaces the target only on success: the library's own undo does not
+    // restore every value (a moved-away null), and must never get the chance to panic.
+    let mut patched = target.clone();
+    json_patch::patch_unsafe(&mut patched, &ops).map_err(|e| ApiError::Invalid {
         subject: Default::default(),
         message: format!("the server rejected our request due to an error in our request: {e}"),
         causes: Vec::new(),
-    })
+    })?;
+    *target = patched;
+    Ok(())
 }
 
 /// How a list at a given path merges in a strategic merge patch.
@@ -195,12 +213,13 @@ fn set_element_order(
         };
         let sub = join(path, field);
         let how = strategy(kind, &sub);
-        let list = |v: Option<&Value>, what: &str| match v {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(a)) => Ok(Some(a.clone())),
-            Some(_) => Err(format!("{sub}: the {what} is not a list")),
+        // A live value that is not a list (the schema would not have allowed it) is replaced.
+        let live = target.get(field).and_then(Value::as_array).cloned();
+        let patched = match patch.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(a.clone()),
+            Some(_) => return Err(format!("{sub}: must be a list, as {at} orders it")),
         };
-        let (live, patched) = (list(target.get(field), "live value")?, list(patch.get(field), "patch value")?);
         let identity = Identity::of(how);
         if let Some(key) = identity.merge_key
             && let Some(i) = order.iter().position(|o| o.get(key).is_none())
@@ -437,6 +456,14 @@ mod tests {
         assert_eq!(o["items"], json!([3]));
         assert_eq!(o["data"], json!({"a": "1"}));
         assert_eq!(o["metadata"]["finalizers"], json!(["y"]));
+    }
+
+    #[test]
+    fn json_patch_failures_change_nothing_even_a_moved_null() {
+        let mut o = json!({"gone": null});
+        let err = json_patch(&mut o, &json!([{"op": "move", "from": "/gone", "path": "/no/such/parent"}]));
+        assert!(err.unwrap_err().to_string().contains("failed at path '/no/such/parent'"));
+        assert_eq!(o, json!({"gone": null}));
     }
 
     #[test]
