@@ -44,20 +44,22 @@ impl App {
         scope.out(&first.unwrap_or(last))
     }
 
-    pub fn delete_collection(&self, scope: &Scope<'_>) -> Result<Value, ApiError> {
+    pub fn delete_collection(&self, scope: &Scope<'_>, options: &DeleteOptions) -> Result<Value, ApiError> {
         let (items, _) = self.list(scope)?;
-        let (deleted, events) = self.store.write(scope.query.dry_run(), |txn| {
+        let (deleted, events) = self.store.write(options.dry_run, |txn| {
             let mut deleted = Vec::new();
             for item in &items {
                 let name = meta_str(item, "name").unwrap_or_default();
                 let key = scope.key(name);
                 if let Some(old) = txn.get(&key) {
-                    deleted.push(delete_object(txn, key, old, false));
+                    deleted.push(delete_object(txn, key, old, options.orphan));
                 }
             }
             Ok(deleted)
         })?;
-        self.after_commit(scope, &events);
+        if !options.dry_run {
+            self.after_commit(scope, &events);
+        }
         let items = deleted.iter().map(|o| scope.out(o)).collect::<Result<Vec<_>, _>>()?;
         Ok(App::list_doc(scope, items, json!({"resourceVersion": self.store.current_rv().to_string()})))
     }

@@ -272,8 +272,9 @@ async fn resource(
             Ok(json_response(StatusCode::CREATED, &written.object, &written.warnings))
         }
         Verb::DeleteCollection => {
+            let options = delete_body(req, settings, &query).await?;
             let parts = scope_parts(&scope);
-            let doc = blocking(move || app.delete_collection(&scope_owned(&parts))).await?;
+            let doc = blocking(move || app.delete_collection(&scope_owned(&parts), &options)).await?;
             Ok(json_response(StatusCode::OK, &doc, &[]))
         }
         Verb::Get => {
@@ -302,14 +303,23 @@ async fn resource(
             Ok(json_response(code, &written.object, &written.warnings))
         }
         Verb::Delete => {
-            let (headers, bytes) = read_body(req, settings.max_body_bytes).await?;
-            let body = if bytes.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode(&headers, &bytes)? };
-            let options = params::delete_options(&body, &query)?;
+            let options = delete_body(req, settings, &query).await?;
             let parts = scope_parts(&scope);
             let obj = blocking(move || app.delete(&scope_owned(&parts), &name, &options)).await?;
             Ok(json_response(StatusCode::OK, &obj, &[]))
         }
     }
+}
+
+/// The `DeleteOptions` a delete carries in its body (none is `{}`), with its query.
+async fn delete_body(
+    req: Request<Incoming>,
+    settings: &HttpSettings,
+    query: &Query,
+) -> Result<params::DeleteOptions, ApiError> {
+    let (headers, bytes) = read_body(req, settings.max_body_bytes).await?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode(&headers, &bytes)? };
+    params::delete_options(&body, query)
 }
 
 fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {

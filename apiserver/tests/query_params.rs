@@ -140,6 +140,11 @@ async fn delete_options_in_the_body_are_honoured() {
     assert_eq!(code, 200);
     let (code, _) = send(&t, Method::GET, &format!("{CMS}/keep"), "", String::new()).await;
     assert_eq!(code, 200, "a dry-run delete from the body leaves the object");
+    let dry = json!({"dryRun": ["All"]}).to_string();
+    let (code, gone) = send(&t, Method::DELETE, CMS, "application/json", dry).await;
+    assert_eq!((code, gone["items"][0]["metadata"]["name"].as_str()), (StatusCode::OK, Some("keep")));
+    let (code, _) = send(&t, Method::GET, &format!("{CMS}/keep"), "", String::new()).await;
+    assert_eq!(code, 200, "so does a dry-run delete of the collection");
     let wrong = json!({"preconditions": {"uid": "not-its-uid"}}).to_string();
     let (code, _) = send(&t, Method::DELETE, &format!("{CMS}/keep"), "application/json", wrong).await;
     assert_eq!(code, 409);
