@@ -1,7 +1,6 @@
 //! The API's behaviour independent of HTTP: who is asking for what (a [`Scope`]), and the read
 //! verbs (get, list with selectors and paging). Writes live in [`crate::write`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -9,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::admission::AdmissionChain;
 use crate::error::ApiError;
+pub use crate::params::Query;
 use crate::resources::{Registry, ResourceInfo};
 use crate::selectors::Selector;
 use crate::store::{Key, Store};
@@ -18,56 +18,6 @@ pub struct App {
     pub registry: Registry,
     pub store: Store,
     pub admission: AdmissionChain,
-}
-
-/// Decoded query parameters.
-#[derive(Debug, Clone, Default)]
-pub struct Query(pub HashMap<String, String>);
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl Query {
-    pub fn parse(raw: Option<&str>) -> Query {
-        let mut map = HashMap::new();
-        for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            map.insert(percent_decode(k), percent_decode(v));
-        }
-        Query(map)
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|s| !s.is_empty())
-    }
-
-    pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1"))
-    }
-
-    pub fn dry_run(&self) -> bool {
-        self.get("dryRun") == Some("All")
-    }
 }
 
 /// One request's target: a resource at a version, in a namespace (for namespaced resources).
@@ -97,6 +47,7 @@ impl Scope<'_> {
 
 impl App {
     pub fn get(&self, scope: &Scope<'_>, name: &str) -> Result<Value, ApiError> {
+        require_version(scope.query, self.store.current_rv(), false)?;
         match self.store.get(&scope.key(name)) {
             Some(obj) => scope.out(&obj),
             None => Err(ApiError::not_found(&scope.res.group, &scope.res.plural, name)),
@@ -108,6 +59,7 @@ impl App {
     pub fn list(&self, scope: &Scope<'_>) -> Result<(Vec<Value>, Value), ApiError> {
         let selector = Selector::parse(scope.query.get("labelSelector"), scope.query.get("fieldSelector"))?;
         let (items, rv) = self.store.list(&scope.res.store_key(), scope.namespace.as_deref());
+        require_version(scope.query, rv, true)?;
         let (list_rv, after) = match scope.query.get("continue") {
             Some(token) => decode_continue(token)?,
             None => (rv, None),
@@ -118,7 +70,7 @@ impl App {
         };
         let mut matching =
             items.iter().filter(|o| after.as_ref().is_none_or(|a| position(o) > *a)).filter(|o| selector.matches(o));
-        let limit = scope.query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+        let limit = scope.query.count("limit")?.filter(|l| *l > 0).map(|l| usize::try_from(l).unwrap_or(usize::MAX));
         let mut out = Vec::new();
         for o in matching.by_ref() {
             if limit.is_some_and(|l| out.len() >= l) {
@@ -149,6 +101,24 @@ impl App {
     }
 }
 
+/// Kubernetes' `resourceVersion` rules for a read served from the current state: none or `0`
+/// means any state; `N` means a state not older than N, which this server has not reached if N is
+/// ahead of it (504, as a real API server answers after waiting); with
+/// `resourceVersionMatch=Exact` (lists), exactly N, which is gone once N is in the past because
+/// only the current state is kept (410: list again without it).
+fn require_version(query: &Query, current: u64, list: bool) -> Result<(), ApiError> {
+    let Some(want) = query.resource_version()?.filter(|v| *v != 0) else { return Ok(()) };
+    if want > current {
+        return Err(ApiError::Timeout(format!("Too large resource version: {want}, current: {current}")));
+    }
+    if list && want != current && query.get("resourceVersionMatch") == Some("Exact") {
+        return Err(ApiError::Gone(format!(
+            "resourceVersion {want} is too old for resourceVersionMatch=Exact: lists are served at the current resourceVersion {current} only; list without resourceVersionMatch=Exact"
+        )));
+    }
+    Ok(())
+}
+
 fn encode_continue(rv: u64, after: &(String, String)) -> String {
     let raw = json!({"rv": rv, "ns": after.0, "name": after.1}).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
@@ -160,17 +130,4 @@ fn decode_continue(token: &str) -> Result<(u64, Option<(String, String)>), ApiEr
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(bad);
     Ok((v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?, Some((s("ns")?, s("name")?))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_are_decoded() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&limit="));
-        assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
-        assert!(q.flag("watch"));
-        assert_eq!(q.get("limit"), None);
-    }
 }

@@ -7,21 +7,19 @@ use serde_json::{Value, json};
 
 use crate::app::{App, Scope};
 use crate::error::ApiError;
+use crate::params::DeleteOptions;
 use crate::resources;
 use crate::store::{Key, Txn};
 use crate::write::{meta_str, now};
 
 impl App {
-    pub fn delete(&self, scope: &Scope<'_>, name: &str, options: &Value) -> Result<Value, ApiError> {
-        let orphan = options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan")
-            || scope.query.get("propagationPolicy") == Some("Orphan");
-        let (last, events) = self.store.write(scope.query.dry_run(), |txn| {
+    pub fn delete(&self, scope: &Scope<'_>, name: &str, options: &DeleteOptions) -> Result<Value, ApiError> {
+        let (last, events) = self.store.write(options.dry_run, |txn| {
             let key = scope.key(name);
             let old = txn.get(&key).ok_or_else(|| ApiError::not_found(&scope.res.group, &scope.res.plural, name))?;
-            for (field, path) in [("uid", "/preconditions/uid"), ("resourceVersion", "/preconditions/resourceVersion")]
-            {
-                if let Some(want) = options.pointer(path).and_then(Value::as_str)
-                    && Some(want) != meta_str(&old, field)
+            for (field, want) in [("uid", &options.uid), ("resourceVersion", &options.resource_version)] {
+                if let Some(want) = want
+                    && Some(want.as_str()) != meta_str(&old, field)
                 {
                     return Err(ApiError::Conflict {
                         subject: crate::error::Subject {
@@ -37,27 +35,31 @@ impl App {
                     });
                 }
             }
-            Ok(delete_object(txn, key, old, orphan))
+            Ok(delete_object(txn, key, old, options.orphan))
         })?;
-        self.after_commit(scope, &events);
+        if !options.dry_run {
+            self.after_commit(scope, &events);
+        }
         let first = events.iter().find(|e| e.key == scope.key(name)).map(|e| (*e.object).clone());
         scope.out(&first.unwrap_or(last))
     }
 
-    pub fn delete_collection(&self, scope: &Scope<'_>) -> Result<Value, ApiError> {
+    pub fn delete_collection(&self, scope: &Scope<'_>, options: &DeleteOptions) -> Result<Value, ApiError> {
         let (items, _) = self.list(scope)?;
-        let (deleted, events) = self.store.write(scope.query.dry_run(), |txn| {
+        let (deleted, events) = self.store.write(options.dry_run, |txn| {
             let mut deleted = Vec::new();
             for item in &items {
                 let name = meta_str(item, "name").unwrap_or_default();
                 let key = scope.key(name);
                 if let Some(old) = txn.get(&key) {
-                    deleted.push(delete_object(txn, key, old, false));
+                    deleted.push(delete_object(txn, key, old, options.orphan));
                 }
             }
             Ok(deleted)
         })?;
-        self.after_commit(scope, &events);
+        if !options.dry_run {
+            self.after_commit(scope, &events);
+        }
         let items = deleted.iter().map(|o| scope.out(o)).collect::<Result<Vec<_>, _>>()?;
         Ok(App::list_doc(scope, items, json!({"resourceVersion": self.store.current_rv().to_string()})))
     }

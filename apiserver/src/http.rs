@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::app::{App, Query, Scope};
 use crate::error::ApiError;
+use crate::params::{self, Verb};
 use crate::patch::PatchType;
 use crate::selectors::Selector;
 use crate::table::{self, Include};
@@ -24,6 +25,9 @@ use crate::watch::{self, WatchRequest};
 use crate::{discovery, openapi};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// How long a watch runs when the client does not say.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -219,13 +223,6 @@ async fn resource(
     let query = Query::parse(req.uri().query());
     let method = req.method().clone();
     let table = wants_table(req.headers());
-    let scope = Scope {
-        res: res.clone(),
-        version: version.to_string(),
-        namespace: namespace.map(str::to_string),
-        query: &query,
-        manager: manager(&query, req.headers()),
-    };
     let not_allowed = || {
         ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on the requested resource: {method} {}",
@@ -235,69 +232,103 @@ async fn resource(
     if namespace.is_none() && res.namespaced && !(name.is_none() && method == Method::GET) {
         return Err(not_allowed());
     }
-    match (name, &method) {
-        (None, &Method::GET) if query.flag("watch") => watch_response(app, settings, scope, table),
-        (None, &Method::GET) => {
+    let verb = match (name, &method) {
+        (None, &Method::GET) if query.bool("watch")? == Some(true) => Verb::Watch,
+        (None, &Method::GET) => Verb::List,
+        (None, &Method::POST) => Verb::Create,
+        (None, &Method::DELETE) => Verb::DeleteCollection,
+        (Some(_), &Method::GET) => Verb::Get,
+        (Some(_), &Method::PUT) => Verb::Update,
+        (Some(_), &Method::PATCH) => Verb::Patch(patch_type(req.headers())?),
+        (Some(_), &Method::DELETE) if !status => Verb::Delete,
+        _ => return Err(not_allowed()),
+    };
+    params::check(&query, verb)?;
+    let scope = Scope {
+        res: res.clone(),
+        version: version.to_string(),
+        namespace: namespace.map(str::to_string),
+        query: &query,
+        manager: manager(&query, req.headers()),
+    };
+    let name = name.unwrap_or_default().to_string();
+    let include = || Include::parse(query.get("includeObject"));
+    match verb {
+        Verb::Watch => watch_response(app, settings, scope, table),
+        Verb::List => {
             let (items, meta) = app.list(&scope)?;
             let doc = if table {
-                table::table(&res, version, &items, Include::parse(query.get("includeObject")), meta)
+                table::table(&res, version, &items, include(), meta)
             } else {
                 App::list_doc(&scope, items, meta)
             };
             Ok(json_response(StatusCode::OK, &doc, &[]))
         }
-        (None, &Method::POST) => {
+        Verb::Create => {
             let (headers, bytes) = read_body(req, settings.max_body_bytes).await?;
             let body = decode(&headers, &bytes)?;
             let parts = scope_parts(&scope);
             let written = blocking(move || app.create(&scope_owned(&parts), body)).await?;
             Ok(json_response(StatusCode::CREATED, &written.object, &written.warnings))
         }
-        (None, &Method::DELETE) => {
+        Verb::DeleteCollection => {
+            let options = delete_body(req, settings, &query).await?;
             let parts = scope_parts(&scope);
-            let doc = blocking(move || app.delete_collection(&scope_owned(&parts))).await?;
+            let doc = blocking(move || app.delete_collection(&scope_owned(&parts), &options)).await?;
             Ok(json_response(StatusCode::OK, &doc, &[]))
         }
-        (Some(name), &Method::GET) => {
-            let obj = app.get(&scope, name)?;
+        Verb::Get => {
+            let obj = app.get(&scope, &name)?;
             let doc = if table {
                 let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)});
-                table::table(&res, version, &[obj], Include::parse(query.get("includeObject")), meta)
+                table::table(&res, version, &[obj], include(), meta)
             } else {
                 obj
             };
             Ok(json_response(StatusCode::OK, &doc, &[]))
         }
-        (Some(name), &Method::PUT) => {
+        Verb::Update => {
             let (headers, bytes) = read_body(req, settings.max_body_bytes).await?;
             let body = decode(&headers, &bytes)?;
-            let (parts, name) = (scope_parts(&scope), name.to_string());
+            let parts = scope_parts(&scope);
             let written = blocking(move || app.update(&scope_owned(&parts), &name, status, body)).await?;
             Ok(json_response(StatusCode::OK, &written.object, &written.warnings))
         }
-        (Some(name), &Method::PATCH) => {
-            let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let kind = PatchType::from_content_type(&ct).ok_or_else(|| {
-                ApiError::UnsupportedMediaType(format!(
-                    "the body of the request was in an unknown format ({ct:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
-                ))
-            })?;
+        Verb::Patch(kind) => {
             let (headers, bytes) = read_body(req, settings.max_body_bytes).await?;
             let body = decode(&headers, &bytes)?;
-            let (parts, name) = (scope_parts(&scope), name.to_string());
+            let parts = scope_parts(&scope);
             let written = blocking(move || app.patch(&scope_owned(&parts), &name, status, kind, body)).await?;
             let code = if written.created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(json_response(code, &written.object, &written.warnings))
         }
-        (Some(name), &Method::DELETE) if !status => {
-            let (headers, bytes) = read_body(req, settings.max_body_bytes).await?;
-            let options = if bytes.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode(&headers, &bytes)? };
-            let (parts, name) = (scope_parts(&scope), name.to_string());
+        Verb::Delete => {
+            let options = delete_body(req, settings, &query).await?;
+            let parts = scope_parts(&scope);
             let obj = blocking(move || app.delete(&scope_owned(&parts), &name, &options)).await?;
             Ok(json_response(StatusCode::OK, &obj, &[]))
         }
-        _ => Err(not_allowed()),
     }
+}
+
+/// The `DeleteOptions` a delete carries in its body (none is `{}`), with its query.
+async fn delete_body(
+    req: Request<Incoming>,
+    settings: &HttpSettings,
+    query: &Query,
+) -> Result<params::DeleteOptions, ApiError> {
+    let (headers, bytes) = read_body(req, settings.max_body_bytes).await?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode(&headers, &bytes)? };
+    params::delete_options(&body, query)
+}
+
+fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    PatchType::from_content_type(ct).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format ({ct:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
+        ))
+    })
 }
 
 /// The owned parts of a [`Scope`], to move a write onto a blocking thread (commits fsync).
@@ -340,13 +371,10 @@ fn watch_response(
     table: bool,
 ) -> Result<Response<Body>, ApiError> {
     let q = scope.query;
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(1800));
+    // As Kubernetes: no timeoutSeconds (or 0) means the server's default.
+    let timeout = q.count("timeoutSeconds")?.filter(|t| *t > 0).map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
     let initial = q.flag("sendInitialEvents");
-    let from = if initial { None } else { watch::parse_from(q.get("resourceVersion"))? };
+    let from = if initial { None } else { q.resource_version()?.filter(|rv| *rv != 0) };
     let req = WatchRequest {
         res: scope.res.clone(),
         version: scope.version.clone(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
 use crate::error::FieldError;
@@ -85,6 +85,16 @@ fn defaults_and_required(schema: &Value, map: &mut Map<String, Value>, path: &st
     }
 }
 
+/// Validates `value` against `schema` without changing it: what `allOf`, `anyOf`, `oneOf` and
+/// `not` branches and CRD defaults are checked with (pruning and defaulting follow the
+/// structural schema only, as in Kubernetes).
+pub fn validate(schema: &Value, value: &Value, path: &str) -> Vec<FieldError> {
+    let mut copy = value.clone();
+    let mut out = Findings::default();
+    walk(schema, &mut copy, path, &mut out);
+    out.errors
+}
+
 fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Findings) {
     if value.is_null() {
         if !nullable(schema) {
@@ -96,128 +106,198 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Findings) {
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
-    let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
-    if int_or_string {
-        if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            out.errors.push(FieldError::type_invalid(path, value, "integer-or-string"));
-            return;
-        }
-    } else if let Some(ty) = schema.get("type").and_then(Value::as_str) {
-        let ok = match ty {
-            "object" => value.is_object(),
-            "array" => value.is_array(),
-            "string" => value.is_string(),
-            "integer" => value.is_i64() || value.is_u64(),
-            "number" => value.is_number(),
-            "boolean" => value.is_boolean(),
-            _ => true,
-        };
-        if !ok {
-            out.errors.push(FieldError::type_invalid(path, value, ty));
-            return;
-        }
+    if !type_matches(schema, value, path, out) {
+        return;
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(value)
     {
         out.errors.push(FieldError::not_supported(path, value, allowed));
     }
+    combinators(schema, value, path, out);
     match value {
-        Value::Object(map) => {
-            let props = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties");
-            let keys: Vec<String> = map.keys().cloned().collect();
-            for key in keys {
-                let sub_path = join(path, &key);
-                if let Some(sub) = props.and_then(|p| p.get(&key)) {
-                    field(sub, map, &key, &sub_path, out);
-                } else if let Some(sub) = additional.filter(|a| a.is_object()) {
-                    field(sub, map, &key, &sub_path, out);
-                } else if preserve || additional == Some(&Value::Bool(true)) {
-                    // kept as written
-                } else {
-                    map.remove(&key);
-                    out.unknown.push(sub_path);
-                }
-            }
-            defaults_and_required(schema, map, path, out);
-        }
-        Value::Array(items) => {
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter_mut().enumerate() {
-                    walk(item_schema, item, &format!("{path}[{i}]"), out);
-                }
-            }
-            let n = items.len() as f64;
-            if let Some(min) = schema.get("minItems").and_then(Value::as_f64).filter(|m| n < *m) {
-                out.errors.push(FieldError::invalid(
-                    path,
-                    &Value::from(items.len()),
-                    format!("{path} in body should have at least {} items", num(min)),
-                ));
-            }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_f64).filter(|m| n > *m) {
-                out.errors.push(FieldError::invalid(
-                    path,
-                    &Value::from(items.len()),
-                    format!("must have at most {} items", num(max)),
-                ));
-            }
-            list_uniqueness(schema, items, path, out);
-        }
-        Value::String(s) => {
-            let len = s.chars().count() as f64;
-            if let Some(min) = schema.get("minLength").and_then(Value::as_f64).filter(|m| len < *m) {
-                out.errors.push(FieldError::invalid(
-                    path,
-                    value,
-                    format!("{path} in body should be at least {} chars long", num(min)),
-                ));
-                return;
-            }
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_f64).filter(|m| len > *m) {
-                out.errors.push(FieldError::invalid(path, value, format!("may not be more than {} bytes", num(max))));
-                return;
-            }
-            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-                match compiled(pattern) {
-                    Some(re) if !re.is_match(s) => out.errors.push(FieldError::invalid(
-                        path,
-                        value,
-                        format!("{path} in body should match '{pattern}'"),
-                    )),
-                    _ => {}
-                }
-            }
-        }
-        Value::Number(n) => {
-            let Some(x) = n.as_f64() else { return };
-            let excl_min = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
-            let excl_max = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
-            if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-                && (x < min || (excl_min && x == min))
-            {
-                let rel = if excl_min { "greater than" } else { "greater than or equal to" };
-                out.errors.push(FieldError::invalid(
-                    path,
-                    value,
-                    format!("{path} in body should be {rel} {}", num(min)),
-                ));
-            }
-            if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-                && (x > max || (excl_max && x == max))
-            {
-                let rel = if excl_max { "less than" } else { "less than or equal to" };
-                out.errors.push(FieldError::invalid(
-                    path,
-                    value,
-                    format!("{path} in body should be {rel} {}", num(max)),
-                ));
-            }
-        }
+        Value::Object(map) => object(schema, map, path, out),
+        Value::Array(items) => array(schema, items, path, out),
+        Value::String(s) => string(schema, s, path, out),
+        Value::Number(n) => number(schema, n, path, out),
         _ => {}
     }
+}
+
+/// `type` (or `x-kubernetes-int-or-string`); false if the value is of the wrong type, which
+/// makes every further check meaningless.
+fn type_matches(schema: &Value, value: &Value, path: &str, out: &mut Findings) -> bool {
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+        let ok = value.is_string() || value.is_i64() || value.is_u64();
+        if !ok {
+            out.errors.push(FieldError::type_invalid(path, value, "integer-or-string"));
+        }
+        return ok;
+    }
+    let Some(ty) = schema.get("type").and_then(Value::as_str) else { return true };
+    let ok = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        out.errors.push(FieldError::type_invalid(path, value, ty));
+    }
+    ok
+}
+
+/// `allOf`, `anyOf`, `oneOf` and `not`: value validations only.
+fn combinators(schema: &Value, value: &Value, path: &str, out: &mut Findings) {
+    let branches = |key: &str| schema.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for branch in branches("allOf") {
+        out.errors.extend(validate(branch, value, path));
+    }
+    let any = branches("anyOf");
+    if !any.is_empty() && !any.iter().any(|b| validate(b, value, path).is_empty()) {
+        out.errors.push(FieldError::invalid(path, value, "must validate at least one schema (anyOf)"));
+    }
+    let one = branches("oneOf");
+    if !one.is_empty() && one.iter().filter(|b| validate(b, value, path).is_empty()).count() != 1 {
+        out.errors.push(FieldError::invalid(path, value, "must validate one and only one schema (oneOf)"));
+    }
+    if let Some(not) = schema.get("not")
+        && validate(not, value, path).is_empty()
+    {
+        out.errors.push(FieldError::invalid(path, value, "must not validate the schema (not)"));
+    }
+}
+
+fn object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &mut Findings) {
+    let props = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties");
+    let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for key in keys {
+        let sub_path = join(path, &key);
+        if let Some(sub) = props.and_then(|p| p.get(&key)) {
+            field(sub, map, &key, &sub_path, out);
+        } else if let Some(sub) = additional.filter(|a| a.is_object()) {
+            field(sub, map, &key, &sub_path, out);
+        } else if preserve || additional == Some(&Value::Bool(true)) {
+            // kept as written
+        } else {
+            map.remove(&key);
+            out.unknown.push(sub_path);
+        }
+    }
+    defaults_and_required(schema, map, path, out);
+    let n = map.len() as f64;
+    let count = Value::from(map.len());
+    if let Some(min) = bound(schema, "minProperties").filter(|m| n < *m) {
+        out.errors.push(FieldError::invalid(
+            path,
+            &count,
+            format!("{path} in body should have at least {} properties", num(min)),
+        ));
+    }
+    if let Some(max) = bound(schema, "maxProperties").filter(|m| n > *m) {
+        out.errors.push(FieldError::invalid(
+            path,
+            &count,
+            format!("{path} in body should have at most {} properties", num(max)),
+        ));
+    }
+}
+
+fn array(schema: &Value, items: &mut [Value], path: &str, out: &mut Findings) {
+    if let Some(item_schema) = schema.get("items") {
+        for (i, item) in items.iter_mut().enumerate() {
+            walk(item_schema, item, &format!("{path}[{i}]"), out);
+        }
+    }
+    let n = items.len() as f64;
+    let count = Value::from(items.len());
+    if let Some(min) = bound(schema, "minItems").filter(|m| n < *m) {
+        out.errors.push(FieldError::invalid(
+            path,
+            &count,
+            format!("{path} in body should have at least {} items", num(min)),
+        ));
+    }
+    if let Some(max) = bound(schema, "maxItems").filter(|m| n > *m) {
+        out.errors.push(FieldError {
+            reason: "FieldValueTooMany",
+            field: path.to_string(),
+            detail: format!("Too many: {}: must have at most {} items", items.len(), num(max)),
+        });
+    }
+    list_uniqueness(schema, items, path, out);
+}
+
+fn string(schema: &Value, s: &str, path: &str, out: &mut Findings) {
+    let value = Value::from(s);
+    let len = s.chars().count() as f64;
+    if let Some(min) = bound(schema, "minLength").filter(|m| len < *m) {
+        out.errors.push(FieldError::invalid(
+            path,
+            &value,
+            format!("{path} in body should be at least {} chars long", num(min)),
+        ));
+    }
+    if let Some(max) = bound(schema, "maxLength").filter(|m| len > *m) {
+        out.errors.push(FieldError {
+            reason: "FieldValueTooLong",
+            field: path.to_string(),
+            detail: format!("Too long: may not be more than {} bytes", num(max)),
+        });
+    }
+    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+        match compiled(pattern) {
+            Ok(re) if re.is_match(s) => {}
+            Ok(_) => {
+                out.errors.push(FieldError::invalid(path, &value, format!("{path} in body should match '{pattern}'")))
+            }
+            // Only a CRD stored before patterns were checked can get here: fail closed.
+            Err(why) => out.errors.push(FieldError::invalid(
+                path,
+                &value,
+                format!("the schema's pattern '{pattern}' is not a valid regular expression ({why}): fix the CustomResourceDefinition"),
+            )),
+        }
+    }
+}
+
+fn number(schema: &Value, n: &serde_json::Number, path: &str, out: &mut Findings) {
+    let Some(x) = n.as_f64() else { return };
+    let value = Value::Number(n.clone());
+    let excl_min = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
+    let excl_max = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+        && (x < min || (excl_min && x == min))
+    {
+        let rel = if excl_min { "greater than" } else { "greater than or equal to" };
+        out.errors.push(FieldError::invalid(path, &value, format!("{path} in body should be {rel} {}", num(min))));
+    }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        && (x > max || (excl_max && x == max))
+    {
+        let rel = if excl_max { "less than" } else { "less than or equal to" };
+        out.errors.push(FieldError::invalid(path, &value, format!("{path} in body should be {rel} {}", num(max))));
+    }
+    if let Some(factor) = schema.get("multipleOf").and_then(Value::as_f64).filter(|f| *f > 0.0) {
+        let ratio = x / factor;
+        if !ratio.is_finite() || (ratio - ratio.round()).abs() > 1e-9 {
+            out.errors.push(FieldError::invalid(
+                path,
+                &value,
+                format!("{path} in body should be a multiple of {}", num(factor)),
+            ));
+        }
+    }
+}
+
+/// A non-negative count bound (`maxLength`, `minItems`, …).
+fn bound(schema: &Value, key: &str) -> Option<f64> {
+    schema.get(key).and_then(Value::as_f64)
 }
 
 /// `x-kubernetes-list-type: set` items and `map` keys must be unique.
@@ -254,10 +334,38 @@ fn num(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { x.to_string() }
 }
 
-fn compiled(pattern: &str) -> Option<Regex> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    cache.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok()).clone()
+/// Most distinct patterns kept compiled; CRDs rarely have more than a few dozen.
+const PATTERN_CACHE_SIZE: usize = 512;
+
+/// Compiles a schema `pattern`, bounded so one pattern cannot claim unbounded memory.
+pub fn compile_pattern(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| e.to_string().lines().rfind(|l| !l.trim().is_empty()).unwrap_or("invalid").trim().to_string())
+}
+
+fn pattern_cache() -> &'static Mutex<HashMap<String, Regex>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The compiled pattern, from a bounded cache (an arbitrary entry makes room when it is full).
+fn compiled(pattern: &str) -> Result<Regex, String> {
+    let cache = pattern_cache();
+    if let Some(re) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = compile_pattern(pattern)?;
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= PATTERN_CACHE_SIZE
+        && let Some(evict) = cache.keys().next().cloned()
+    {
+        cache.remove(&evict);
+    }
+    cache.insert(pattern.to_string(), re.clone());
+    Ok(re)
 }
 
 #[cfg(test)]
@@ -314,5 +422,64 @@ mod tests {
         let reasons: Vec<&str> = errs.iter().map(|e| e.reason).collect();
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(reasons.contains(&"FieldValueNotSupported") && reasons.contains(&"FieldValueTypeInvalid"));
+    }
+
+    fn widget() -> Value {
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 5, "pattern": "^[a-z]+$"},
+            "replicas": {"type": "integer", "minimum": 1, "maximum": 10, "multipleOf": 1},
+            "step": {"type": "number", "multipleOf": 0.5},
+            "mode": {"type": "string", "enum": ["fast", "safe"]},
+            "tags": {"type": "array", "maxItems": 2, "items": {"type": "string"}},
+            "labels": {"type": "object", "maxProperties": 1, "minProperties": 1, "additionalProperties": {"type": "string"}},
+            "port": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[a-z]+$"}]},
+            "exactly": {"oneOf": [{"type": "integer", "minimum": 5}, {"type": "integer", "maximum": 9}]},
+            "both": {"type": "integer", "allOf": [{"minimum": 2}, {"maximum": 4}]},
+            "never": {"type": "string", "not": {"enum": ["root"]}}}}}})
+    }
+
+    #[test]
+    fn every_bound_the_crds_rely_on_is_enforced_and_named() {
+        let ok = json!({"spec": {"name": "abc", "replicas": 3, "step": 1.5, "mode": "safe", "tags": ["a"],
+            "labels": {"a": "b"}, "port": "http", "exactly": 3, "both": 3, "never": "user"}});
+        assert!(
+            enforce(&widget(), &mut ok.clone()).errors.is_empty(),
+            "{:?}",
+            enforce(&widget(), &mut ok.clone()).errors
+        );
+        for (field, value, needle) in [
+            ("name", json!("abcdefg"), "may not be more than 5"),
+            ("name", json!("ABC"), "should match"),
+            ("replicas", json!(0), "greater than or equal to 1"),
+            ("replicas", json!(11), "less than or equal to 10"),
+            ("step", json!(0.7), "multiple of 0.5"),
+            ("mode", json!("slow"), "supported values: \"fast\", \"safe\""),
+            ("tags", json!(["a", "b", "c"]), "at most 2 items"),
+            ("labels", json!({"a": "b", "c": "d"}), "at most 1 properties"),
+            ("labels", json!({}), "at least 1 properties"),
+            ("port", json!("HTTP"), "at least one schema (anyOf)"),
+            ("exactly", json!(7), "one and only one schema (oneOf)"),
+            ("both", json!(5), "less than or equal to 4"),
+            ("never", json!("root"), "must not validate the schema (not)"),
+        ] {
+            let mut obj = ok.clone();
+            obj["spec"][field] = value.clone();
+            let errs = enforce(&widget(), &mut obj).errors;
+            let path = format!("spec.{field}");
+            assert!(
+                errs.iter().any(|e| e.field == path && e.detail.contains(needle)),
+                "{field}={value}: expected {needle:?} at {path}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pattern_cache_stays_bounded() {
+        for i in 0..PATTERN_CACHE_SIZE + 50 {
+            compiled(&format!("^p{i}$")).unwrap();
+        }
+        let size = pattern_cache().lock().unwrap().len();
+        assert!(size <= PATTERN_CACHE_SIZE, "{size} patterns cached");
+        assert!(compiled("(").is_err(), "an invalid pattern is an error, not a pass");
     }
 }

@@ -7,17 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::admission::AdmissionChain;
 use crate::app::{App, Query, Scope};
-use crate::http::{self, HttpSettings};
+use crate::conn::{self, ConnectionLimits, Serving};
+use crate::http::HttpSettings;
 use crate::resources::{self, Registry};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
@@ -35,6 +33,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Fixed bearer token; by default one is generated and kept in the data directory.
     pub token: Option<String>,
+    /// Validating admission beyond the CRD schemas: shifter's own rules by default,
+    /// [`AdmissionChain::none`] to enforce the schemas alone, as a bare cluster would.
     pub admission: AdmissionChain,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_every: Duration,
@@ -43,7 +43,20 @@ pub struct Config {
     /// How many past changes are kept, durably, for watches to resume from; older
     /// resourceVersions get 410 Gone and clients relist.
     pub watch_history: usize,
+    /// How long a client has to complete the TLS handshake before the connection is closed.
+    pub tls_handshake_timeout: Duration,
+    /// How long a client has to send a complete request head (headers) before the connection is
+    /// closed; an idle HTTP/1.1 keep-alive connection is closed after this long too.
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
 }
+
+/// Defaults for the connection limits: time enough for a slow client on a loaded machine, short
+/// enough that idle or stalling clients cannot pile up.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
@@ -57,12 +70,36 @@ impl Config {
             bookmark_every: Duration::from_secs(30),
             tls_sans: Vec::new(),
             watch_history: crate::store::HISTORY,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
     /// Loopback on a free port: what tests and embedding commands use.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Config {
         Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::new(data_dir) }
+    }
+
+    /// Settings that would make the server useless are refused before anything starts.
+    fn check(&self) -> Result<(), StartError> {
+        let mut problems = Vec::new();
+        if self.tls_handshake_timeout.is_zero() {
+            problems.push("tls_handshake_timeout must be more than zero");
+        }
+        if self.header_read_timeout.is_zero() {
+            problems.push("header_read_timeout must be more than zero");
+        }
+        if self.max_connections == 0 {
+            problems.push("max_connections must be at least 1");
+        }
+        if self.max_body_bytes == 0 {
+            problems.push("max_body_bytes must be at least 1");
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(StartError::Config(problems.join("; "))),
+        }
     }
 }
 
@@ -79,6 +116,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("creating built-in namespaces: {0}")]
     Bootstrap(String),
+    #[error("invalid API server configuration: {0}")]
+    Config(String),
 }
 
 /// A running server. Dropping it without [`ApiServer::shutdown`] stops accepting connections too.
@@ -94,8 +133,9 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub async fn start(config: Config) -> Result<ApiServer, StartError> {
+        config.check()?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+        create_private_dir(&dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
         let store = Store::open(&dir.join("state.redb"), config.watch_history)?;
         let registry = Registry::default();
         let (crds, _) = store.list("apiextensions.k8s.io/customresourcedefinitions", None);
@@ -137,9 +177,18 @@ impl ApiServer {
             bookmark_every: config.bookmark_every,
         });
         let (stop, stopped) = watch::channel(false);
-        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config.clone());
+        let serving = Serving {
+            acceptor: tokio_rustls::TlsAcceptor::from(certs.server_config.clone()),
+            app: app.clone(),
+            settings,
+            limits: ConnectionLimits {
+                tls_handshake_timeout: config.tls_handshake_timeout,
+                header_read_timeout: config.header_read_timeout,
+                max_connections: config.max_connections,
+            },
+        };
         let span = tracing::info_span!("apiserver", %addr);
-        let task = tokio::spawn(accept_loop(listener, acceptor, app.clone(), settings, stopped).instrument(span));
+        let task = tokio::spawn(conn::accept_loop(listener, serving, stopped).instrument(span));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(ApiServer { addr, kubeconfig, token, ca_pem: certs.ca_pem, stop, task: Some(task), app: Some(app) })
     }
@@ -195,49 +244,16 @@ impl Drop for ApiServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Arc<App>,
-    settings: Arc<HttpSettings>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        continue;
-                    }
-                };
-                let (acceptor, app, settings) = (acceptor.clone(), app.clone(), settings.clone());
-                let span = tracing::debug_span!("connection", %peer);
-                connections.spawn(async move {
-                    let tls = match acceptor.accept(tcp).await {
-                        Ok(t) => t,
-                        Err(error) => {
-                            tracing::debug!(%error, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    let service = service_fn(move |req| http::serve(app.clone(), settings.clone(), req));
-                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    // As Kubernetes' --http2-max-streams-per-connection: a client multiplexing
-                    // many watches over one HTTP/2 connection must not stall.
-                    builder.http2().max_concurrent_streams(1000);
-                    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                }.instrument(span));
-            }
-        }
+/// Creates the data directory (and missing parents) owner-only; an existing one is left as is.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
     }
-    connections.shutdown().await;
+    builder.create(dir)
 }
 
 /// The namespaces every cluster has.
@@ -253,4 +269,23 @@ fn bootstrap(app: &App) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_new_data_directory_and_its_secrets_are_owner_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state").join("apiserver");
+        let server = ApiServer::start(Config::ephemeral(&dir)).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for secret in ["ca.key", "token", "kubeconfig"] {
+            assert_eq!(mode(&dir.join(secret)), 0o600, "{secret}");
+        }
+        server.shutdown().await;
+    }
 }

@@ -28,18 +28,47 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     move |source| TlsError::Io { path: path.to_path_buf(), source }
 }
 
-/// Writes a file readable only by its owner (it may hold a key or a token).
+/// Writes a file readable only by its owner (it may hold a key or a token). The contents go to a
+/// new file created with mode 0600 (never readable by others, not even for a moment), which then
+/// replaces `path` in one rename; a file already at `path` with a looser mode is replaced, not
+/// reused.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let suffix: u64 = rand::random();
+    let staging = dir.join(format!(".{name}.{suffix:016x}.tmp"));
     let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(io(path))?;
-    f.write_all(contents.as_bytes()).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    let written = opts.open(&staging).map_err(io(&staging)).and_then(|mut f| {
+        f.write_all(contents.as_bytes()).map_err(io(&staging))?;
+        f.sync_all().map_err(io(&staging))
+    });
+    let replaced = written.and_then(|()| fs::rename(&staging, path).map_err(io(path)));
+    if replaced.is_err() {
+        let _ = fs::remove_file(&staging);
+    }
+    replaced
+}
+
+/// Reads a file that must stay private; one left readable by others (by an older version, or by
+/// hand) is made owner-only again, with a warning.
+fn read_private(path: &Path) -> std::io::Result<String> {
+    let text = fs::read_to_string(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "private file was readable by others; restricting it to its owner");
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(text)
 }
 
 fn ca_params() -> CertificateParams {
@@ -59,7 +88,7 @@ pub struct Certificates {
 
 pub fn certificates(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsError> {
     let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
-    let (ca_pem, ca_key) = match (fs::read_to_string(&ca_cert_path), fs::read_to_string(&ca_key_path)) {
+    let (ca_pem, ca_key) = match (fs::read_to_string(&ca_cert_path), read_private(&ca_key_path)) {
         (Ok(cert), Ok(key)) => (cert, KeyPair::from_pem(&key)?),
         _ => {
             let key = KeyPair::generate()?;
@@ -91,7 +120,7 @@ pub fn certificates(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsErr
 /// The bearer token stored in the data directory, created on first start.
 pub fn token(dir: &Path) -> Result<String, TlsError> {
     let path = dir.join("token");
-    if let Ok(t) = fs::read_to_string(&path)
+    if let Ok(t) = read_private(&path)
         && !t.trim().is_empty()
     {
         return Ok(t.trim().to_string());
@@ -126,4 +155,51 @@ contexts:
 current-context: shifter
 "
     )
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn keys_and_tokens_are_owner_only_from_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        certificates(dir.path(), &["localhost".into()]).unwrap();
+        let token = token(dir.path()).unwrap();
+        assert_eq!(mode(&dir.path().join("ca.key")), 0o600);
+        assert_eq!(mode(&dir.path().join("token")), 0o600);
+        assert_eq!(fs::read_to_string(dir.path().join("token")).unwrap(), token);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_world_readable_file_in_the_way_is_replaced_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        fs::write(&kubeconfig, "old").unwrap();
+        fs::set_permissions(&kubeconfig, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&kubeconfig, "token: secret").unwrap();
+        assert_eq!(mode(&kubeconfig), 0o600);
+        assert_eq!(fs::read_to_string(&kubeconfig).unwrap(), "token: secret");
+    }
+
+    #[test]
+    fn a_loose_token_left_by_hand_is_restricted_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        fs::write(&path, "abc").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(token(dir.path()).unwrap(), "abc");
+        assert_eq!(mode(&path), 0o600);
+    }
 }

@@ -34,17 +34,6 @@ pub struct WatchRequest {
     pub bookmark_every: Duration,
 }
 
-/// Parses the watch's starting point; `""` and `"0"` mean "from the current state".
-pub fn parse_from(rv: Option<&str>) -> Result<Option<u64>, ApiError> {
-    match rv {
-        None | Some("") | Some("0") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {s:?}: must be a number"))),
-    }
-}
-
 fn line(kind: &str, object: Value) -> Bytes {
     let mut text = json!({"type": kind, "object": object}).to_string();
     text.push('\n');

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::app::{App, Scope};
 use crate::apply::{self, Writer};
 use crate::builtin;
+use crate::crd_schema;
 use crate::error::{ApiError, FieldError};
 use crate::fields::ListKinds;
 use crate::patch::{self, PatchType};
@@ -217,25 +218,16 @@ impl App {
             errors.extend(builtin::validate_name(res, &name));
         }
         errors.extend(builtin::validate_metadata(&new));
-        {
-            if let Some(schema) = res.version(&scope.version).and_then(|v| v.schema.as_ref()) {
-                let found = schema::enforce(schema, &mut new);
-                errors.extend(found.errors);
-                let unknown: Vec<String> = found.unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                match scope.query.get("fieldValidation") {
-                    Some("Strict") if !unknown.is_empty() => {
-                        return Err(ApiError::BadRequest(format!(
-                            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                            res.kind,
-                            scope.version,
-                            res.kind,
-                            unknown.join(", ")
-                        )));
-                    }
-                    Some("Ignore") => {}
-                    _ => warnings.extend(unknown),
-                }
-            }
+        if let Some(schema) = res.version(&scope.version).and_then(|v| v.schema.as_ref()) {
+            let found = schema::enforce(schema, &mut new);
+            errors.extend(found.errors);
+            Self::unknown_fields(scope, &found.unknown, &mut warnings)?;
+        }
+        if is_crd(res) {
+            let checked = crd_schema::check_crd(&mut new);
+            errors.extend(checked.findings.errors);
+            Self::unknown_fields(scope, &checked.findings.unknown, &mut warnings)?;
+            warnings.extend(checked.warnings);
         }
         if !res.custom {
             errors.extend(builtin::prepare(res, &mut new, old_req.as_ref(), txn));
@@ -267,6 +259,26 @@ impl App {
         }
         let stored = res.to_storage(new)?;
         Ok((stored, warnings))
+    }
+
+    /// Fields the schema does not know (already pruned): refused under `fieldValidation=Strict`,
+    /// dropped quietly under `Ignore`, and a warning otherwise, as Kubernetes does.
+    fn unknown_fields(scope: &Scope<'_>, unknown: &[String], warnings: &mut Vec<String>) -> Result<(), ApiError> {
+        let unknown: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        match scope.query.get("fieldValidation") {
+            Some("Strict") if !unknown.is_empty() => {
+                let (kind, version) = (&scope.res.kind, &scope.version);
+                Err(ApiError::BadRequest(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    unknown.join(", ")
+                )))
+            }
+            Some("Ignore") => Ok(()),
+            _ => {
+                warnings.extend(unknown);
+                Ok(())
+            }
+        }
     }
 
     /// The written object as the client should see it: the committed state of the object the

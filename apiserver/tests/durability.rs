@@ -18,17 +18,28 @@ use support::{TestServer, client_for, install_crds, split};
 
 const CHILD_DIR: &str = "SHIFTER_APISERVER_TEST_CHILD_DIR";
 
-/// Not a test of its own: the entry point of the server process the kill -9 test starts (by
-/// running this test binary again with `--ignored --exact child_server_process`).
+/// The entry point of the server process the kill -9 test starts (by running this test binary
+/// again with `--ignored --exact child_server_process` and the data directory in the environment).
+/// Run on its own (`cargo test -- --include-ignored`), it checks that entry point instead: the
+/// server it starts comes up and serves, then stops.
 #[test]
 #[ignore = "run by kill_9_mid_write_load_loses_no_acknowledged_write as a separate process"]
 fn child_server_process() {
-    let dir = std::env::var(CHILD_DIR).expect("started by the kill -9 test");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let _server = support::start_in(Path::new(&dir)).await;
-        tokio::time::sleep(Duration::from_secs(600)).await;
-    });
+    match std::env::var_os(CHILD_DIR) {
+        Some(dir) => rt.block_on(async move {
+            let _server = support::start_in(Path::new(&dir)).await;
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }),
+        None => rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let server = support::start_in(dir.path()).await;
+            let client = client_for(server.kubeconfig_path()).await;
+            let version = client.apiserver_version().await.expect("the child's server answers");
+            assert!(!version.git_version.is_empty());
+            server.shutdown().await;
+        }),
+    }
 }
 
 struct ServerProcess(Child);

@@ -275,3 +275,32 @@ async fn imperative_create_commands_and_namespace_deletion() {
     let left = k.ok(&["get", "cm,secret,svc", "-A", "-o", "name"]).await;
     assert!(left.trim().is_empty(), "{left}");
 }
+
+fn service(ports: &[(&str, u16)]) -> String {
+    let mut yaml =
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n"
+            .to_string();
+    for (name, port) in ports {
+        yaml.push_str(&format!("  - name: {name}\n    port: {port}\n    targetPort: {port}\n"));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn kubectl_apply_of_an_edited_list_keeps_the_manifest_order() {
+    let t = TestServer::start().await;
+    let k = Kubectl { t: &t };
+    let ports = || k.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.ports[*].port}"]);
+    k.ok_with(&["apply", "-f", "-"], Some(&service(&[("http", 80), ("https", 443)])), &[]).await;
+    assert_eq!(ports().await, "80 443");
+    // kubectl sends a strategic merge patch with $setElementOrder/ports for the new order.
+    let out =
+        k.ok_with(&["apply", "-f", "-"], Some(&service(&[("admin", 8443), ("https", 443), ("http", 80)])), &[]).await;
+    assert!(out.contains("configured"), "{out}");
+    assert_eq!(ports().await, "8443 443 80");
+    // And $patch: delete for the ones the manifest no longer lists.
+    k.ok_with(&["apply", "-f", "-"], Some(&service(&[("http", 80), ("admin", 8443)])), &[]).await;
+    assert_eq!(ports().await, "80 8443");
+    let names = k.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.ports[*].name}"]).await;
+    assert_eq!(names, "http admin");
+}
