@@ -1,6 +1,8 @@
 //! Helpers shared by the crds integration tests.
 #![allow(dead_code)]
 
+pub mod schema;
+
 use std::path::Path;
 
 use serde::Deserialize;
