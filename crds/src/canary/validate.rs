@@ -99,7 +99,7 @@ impl Problems {
         if let Some(v) = value
             && !(lo <= v && v <= hi)
         {
-            self.push(field, format!("must be between {lo} and {hi}, got {v}"));
+            self.push(field, format!("must be between {lo} and {hi}, got {}", num(v)));
         }
     }
 
@@ -108,9 +108,14 @@ impl Problems {
         if let Some(v) = value
             && !(lo < v && v < hi)
         {
-            self.push(field, format!("must be above {lo} and below {hi} (e.g. {example}), got {v}"));
+            self.push(field, format!("must be above {lo} and below {hi} (e.g. {example}), got {}", num(v)));
         }
     }
+}
+
+/// A number as a person reads it: `0.25`, `1500`, and `1e300` rather than 300 digits.
+fn num(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || (1e-6..1e15).contains(&v.abs()) { v.to_string() } else { format!("{v:e}") }
 }
 
 fn service_name(p: &mut Problems, field: &str, name: &str) {
@@ -203,20 +208,23 @@ fn metric(p: &mut Problems, at: &str, m: &Metric, prometheus: bool) {
     if let Some(ms) = m.max_latency_ms
         && !(ms > 0.0 && ms <= MAX_LATENCY_MS)
     {
-        p.push(&field("maxLatencyMs"), format!("must be above 0 and at most {MAX_LATENCY_MS} (an hour), got {ms}"));
+        p.push(
+            &field("maxLatencyMs"),
+            format!("must be above 0 and at most {MAX_LATENCY_MS} (an hour), got {}", num(ms)),
+        );
     }
     p.number(&field("tolerance"), m.tolerance, 1.0, MAX_TOLERANCE);
     for (name, bound) in [("min", m.min), ("max", m.max)] {
         if let Some(v) = bound
             && !v.is_finite()
         {
-            p.push(&field(name), format!("must be a finite number, got {v}"));
+            p.push(&field(name), format!("must be a finite number, got {}", num(v)));
         }
     }
     if let (Some(min), Some(max)) = (m.min, m.max)
         && min > max
     {
-        p.push(&field("min"), format!("{min} is above max ({max}); no value could pass"));
+        p.push(&field("min"), format!("{} is above max ({}); no value could pass", num(min), num(max)));
     }
     let query = m.query.as_deref().unwrap_or("");
     p.length(&field("query"), query, MAX_QUERY_LEN);
@@ -376,6 +384,27 @@ mod tests {
         s = spec();
         s.steps = vec![CanaryStep::default(); MAX_STEPS + 1];
         assert_eq!(validate(&s), ["spec.steps: 101 items; at most 100"]);
+    }
+
+    #[test]
+    fn numbers_in_messages_stay_short() {
+        // Found by the property tests: `{}` of a tiny f64 printed hundreds of digits.
+        let mut s = spec();
+        s.analysis.provider =
+            Provider { kind: ProviderKind::Prometheus, address: Some("http://p:9090".into()), scrape_interval: None };
+        s.analysis.metrics = vec![Metric {
+            kind: MetricKind::Custom,
+            query: Some("up".into()),
+            min: Some(1.065533902003367e-244),
+            max: Some(-1.6957137914863517e-224),
+            ..Default::default()
+        }];
+        assert_eq!(
+            validate(&s),
+            [
+                "spec.analysis.metrics[0].min: 1.065533902003367e-244 is above max (-1.6957137914863517e-224); no value could pass"
+            ]
+        );
     }
 
     #[test]

@@ -2,16 +2,46 @@
 //! shifter's generated schemas: unknown and required fields, types, enums, string lengths and
 //! patterns, numeric bounds and list lengths.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use regex::Regex;
 use serde_json::Value;
 use shifter_crds::all_crds;
 
 /// The `openAPIV3Schema` of `kind` at `api_version`, as JSON.
 pub fn schema_for(api_version: &str, kind: &str) -> Option<Value> {
-    let (group, version) = api_version.split_once('/')?;
-    let crd = all_crds().into_iter().find(|c| c.spec.group == group && c.spec.names.kind == kind)?;
-    let v = crd.spec.versions.into_iter().find(|v| v.name == version)?;
-    serde_json::to_value(v.schema?.open_api_v3_schema?).ok()
+    schema_ref(api_version, kind).cloned()
+}
+
+fn schema_ref(api_version: &str, kind: &str) -> Option<&'static Value> {
+    static SCHEMAS: OnceLock<HashMap<(String, String), Value>> = OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        let mut out = HashMap::new();
+        for crd in all_crds() {
+            for v in crd.spec.versions {
+                let schema = v.schema.and_then(|s| s.open_api_v3_schema).map(|s| serde_json::to_value(s).unwrap());
+                if let Some(schema) = schema {
+                    out.insert((format!("{}/{}", crd.spec.group, v.name), crd.spec.names.kind.clone()), schema);
+                }
+            }
+        }
+        out
+    });
+    schemas.get(&(api_version.to_string(), kind.to_string()))
+}
+
+fn matches(pattern: &str, text: &str) -> bool {
+    thread_local! {
+        static COMPILED: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+    }
+    COMPILED.with(|c| {
+        c.borrow_mut()
+            .entry(pattern.to_string())
+            .or_insert_with(|| Regex::new(pattern).expect("schema patterns compile"))
+            .is_match(text)
+    })
 }
 
 /// Every problem the schema finds in `value`, each as `<path>: <problem>`.
@@ -89,7 +119,7 @@ pub fn schema_problems(value: &Value, schema: &Value, path: &str, out: &mut Vec<
                 out.push(format!("{path}: shorter than {min}"));
             }
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
-                && !Regex::new(pattern).expect("schema patterns compile").is_match(s)
+                && !matches(pattern, s)
             {
                 out.push(format!("{path}: {s:?} does not match {pattern}"));
             }
@@ -115,9 +145,9 @@ pub fn schema_problems(value: &Value, schema: &Value, path: &str, out: &mut Vec<
 pub fn problems_of(obj: &Value) -> Vec<String> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();
-    let schema = schema_for(api_version, kind).unwrap_or_else(|| panic!("no CRD serves {api_version} {kind}"));
+    let schema = schema_ref(api_version, kind).unwrap_or_else(|| panic!("no CRD serves {api_version} {kind}"));
     let mut out = Vec::new();
-    schema_problems(obj, &schema, "", &mut out);
+    schema_problems(obj, schema, "", &mut out);
     out
 }
 
