@@ -35,7 +35,7 @@ pub const MAX_DIGITS: usize = 9;
 /// The grammar above as a regular expression valid for Go's RE2 and Rust's `regex` alike.
 pub const PATTERN: &str = r"^([0-9]{1,9}(\.[0-9]{1,9})?(ms|h|m|s))+$";
 
-const MAX_MS: u64 = 168 * 3_600_000;
+const MAX_MS: u64 = MAX.as_secs() * 1_000;
 
 /// Why a text is not an acceptable duration. Messages read well after a field path:
 /// `format!("spec.analysis.interval: {error}")`.
