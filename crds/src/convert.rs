@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::quantity::{parse_quantity, to_integer_weights};
+use crate::quantity::{QuantityError, parse_quantity, to_integer_weights};
 use crate::traffic_split::{GROUP, STORED_VERSION, VERSIONS};
 
 pub const MATCHES_ANNOTATION: &str = "split.shifter.dev/matches";
@@ -64,7 +64,10 @@ fn to_hub(mut obj: Value, source: &str) -> Result<Value, ConversionError> {
             parsed.push(n);
             spelled.push(raw);
         }
-        let ints = to_integer_weights(&parsed).map_err(|e| invalid("spec.backends".into(), e.to_string()))?;
+        let ints = to_integer_weights(&parsed).map_err(|e| match e {
+            QuantityError::Rescaled { index, .. } => invalid(format!("spec.backends[{index}].weight"), e.to_string()),
+            _ => invalid("spec.backends".into(), e.to_string()),
+        })?;
         let mut record = Vec::new();
         for ((b, w), text) in backends.iter_mut().zip(&ints).zip(spelled) {
             // Remember only spellings the default (the integer as a string) would not reproduce.

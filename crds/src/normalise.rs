@@ -5,8 +5,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::quantity::{Nanos, parse_quantity, to_integer_weights};
-use crate::traffic_split::{GROUP, VERSIONS};
+use crate::quantity::{MAX_WEIGHT, Nanos, QuantityError, parse_quantity, to_integer_weights};
+use crate::traffic_split::{GROUP, MAX_BACKENDS, MAX_MATCHES, MAX_NAME_LEN, VERSIONS};
 
 /// A split reduced to what routing needs: integer weights at a common scale and percentages.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,9 @@ pub enum SplitErrorKind {
     DuplicateBackend,
     NegativeWeight,
     NonNumericWeight,
+    WeightOutOfRange,
+    InvalidName,
+    TooManyItems,
     AllWeightsZero,
     UnknownMatchKind,
     MatchesNotSupported,
@@ -63,6 +66,9 @@ impl SplitErrorKind {
             SplitErrorKind::DuplicateBackend => "DuplicateBackend",
             SplitErrorKind::NegativeWeight => "NegativeWeight",
             SplitErrorKind::NonNumericWeight => "InvalidWeight",
+            SplitErrorKind::WeightOutOfRange => "WeightOutOfRange",
+            SplitErrorKind::InvalidName => "InvalidName",
+            SplitErrorKind::TooManyItems => "TooManyItems",
             SplitErrorKind::AllWeightsZero => "AllWeightsZero",
             SplitErrorKind::UnknownMatchKind => "UnsupportedMatchKind",
             SplitErrorKind::MatchesNotSupported => "MatchesNotSupported",
@@ -111,7 +117,10 @@ pub fn normalise(obj: &Value) -> Result<NormalisedSplit, SplitErrors> {
             errs.push(
                 SplitErrorKind::UnknownVersion,
                 "apiVersion",
-                format!("{api_version:?} is not a TrafficSplit version; use {GROUP}/v1alpha1 … {GROUP}/v1alpha4"),
+                format!(
+                    "{} is not a TrafficSplit version; use {GROUP}/v1alpha1 … {GROUP}/v1alpha4",
+                    crate::duration::shown(api_version)
+                ),
             );
             return Err(SplitErrors(errs.0));
         }
@@ -120,6 +129,10 @@ pub fn normalise(obj: &Value) -> Result<NormalisedSplit, SplitErrors> {
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
 
     let service = match spec.get("service") {
+        Some(Value::String(s)) if s.chars().count() > MAX_NAME_LEN => {
+            errs.push(SplitErrorKind::InvalidName, "spec.service", too_long_name(s));
+            String::new()
+        }
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::String(_)) => {
             errs.push(
@@ -137,16 +150,26 @@ pub fn normalise(obj: &Value) -> Result<NormalisedSplit, SplitErrors> {
 
     let route_groups = read_matches(&spec, &version, &mut errs);
 
-    let backends = spec.get("backends").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut backends = spec.get("backends").and_then(Value::as_array).cloned().unwrap_or_default();
     if backends.is_empty() {
         errs.push(SplitErrorKind::NoBackends, "spec.backends", "no backends; list at least one {service, weight}");
+    }
+    if backends.len() > MAX_BACKENDS {
+        errs.push(
+            SplitErrorKind::TooManyItems,
+            "spec.backends",
+            format!("{} backends; a split has at most {MAX_BACKENDS}", backends.len()),
+        );
+        backends.truncate(MAX_BACKENDS);
     }
     let mut names: Vec<String> = Vec::new();
     let mut weights: Vec<Option<Nanos>> = Vec::new();
     for (i, b) in backends.iter().enumerate() {
         let at = format!("spec.backends[{i}]");
         let name = b.get("service").and_then(Value::as_str).unwrap_or("").to_string();
-        if name.trim().is_empty() {
+        if name.chars().count() > MAX_NAME_LEN {
+            errs.push(SplitErrorKind::InvalidName, format!("{at}.service"), too_long_name(&name));
+        } else if name.trim().is_empty() {
             errs.push(
                 SplitErrorKind::EmptyName,
                 format!("{at}.service"),
@@ -176,11 +199,11 @@ pub fn normalise(obj: &Value) -> Result<NormalisedSplit, SplitErrors> {
 
     let nanos: Vec<Nanos> = weights.into_iter().map(|w| w.expect("checked above")).collect();
     let ints = to_integer_weights(&nanos).map_err(|e| {
-        SplitErrors(vec![SplitError {
-            field: "spec.backends".into(),
-            message: e.to_string(),
-            kind: SplitErrorKind::NonNumericWeight,
-        }])
+        let field = match e {
+            QuantityError::Rescaled { index, .. } => format!("spec.backends[{index}].weight"),
+            _ => "spec.backends".into(),
+        };
+        SplitErrors(vec![SplitError { field, message: e.to_string(), kind: SplitErrorKind::WeightOutOfRange }])
     })?;
     let total: u128 = ints.iter().map(|&w| u128::from(w)).sum();
     let backends = names
@@ -204,15 +227,19 @@ fn read_weight(raw: Option<&Value>, quantities: bool, version: &str, at: &str, e
                 errs.push(
                     SplitErrorKind::NonNumericWeight,
                     at,
-                    format!("{other} is not a quantity; write e.g. 90 or \"500m\""),
+                    format!("{} is not a quantity; write e.g. 90 or \"500m\"", brief(other)),
                 );
                 return None;
             }
         };
         return match parse_quantity(&text) {
             Ok(n) => Some(n),
-            Err(crate::quantity::QuantityError::Negative(_)) => {
+            Err(QuantityError::Negative(_)) => {
                 errs.push(SplitErrorKind::NegativeWeight, at, format!("{text} is negative; weights must be 0 or more"));
+                None
+            }
+            Err(e @ QuantityError::TooLarge(_)) => {
+                errs.push(SplitErrorKind::WeightOutOfRange, at, e.to_string());
                 None
             }
             Err(e) => {
@@ -226,23 +253,57 @@ fn read_weight(raw: Option<&Value>, quantities: bool, version: &str, at: &str, e
             errs.push(SplitErrorKind::NegativeWeight, at, format!("{n} is negative; weights must be 0 or more"));
             None
         }
-        Value::Number(n) if n.as_u64().is_some() => Some(Nanos(u128::from(n.as_u64().unwrap_or(0)) * 1_000_000_000)),
+        Value::Number(n) => match n.as_u64() {
+            Some(w) if w <= MAX_WEIGHT => Some(Nanos(u128::from(w) * 1_000_000_000)),
+            Some(w) => {
+                errs.push(
+                    SplitErrorKind::WeightOutOfRange,
+                    at,
+                    format!("{w} is above the largest weight, {MAX_WEIGHT}; weights are relative, so divide them all by a common factor"),
+                );
+                None
+            }
+            None => {
+                errs.push(SplitErrorKind::NonNumericWeight, at, not_whole(n, version));
+                None
+            }
+        },
         other => {
-            errs.push(
-                SplitErrorKind::NonNumericWeight,
-                at,
-                format!("{other} is not a whole number; {GROUP}/{version} weights are integers such as 90 (quantities like \"500m\" are v1alpha1 only)"),
-            );
+            errs.push(SplitErrorKind::NonNumericWeight, at, not_whole(other, version));
             None
         }
     }
+}
+
+fn not_whole(value: impl fmt::Display, version: &str) -> String {
+    format!(
+        "{} is not a whole number; {GROUP}/{version} weights are integers such as 90 (quantities like \"500m\" are v1alpha1 only)",
+        brief(value)
+    )
+}
+
+fn too_long_name(name: &str) -> String {
+    format!("{} characters long; a Service name has at most {MAX_NAME_LEN}", name.chars().count())
+}
+
+/// A value as JSON, cut short so a message never repeats a huge value.
+fn brief(value: impl fmt::Display) -> String {
+    crate::duration::shown(&value.to_string()).trim_matches('"').to_string()
 }
 
 fn read_matches(spec: &Value, version: &str, errs: &mut Collector) -> Vec<String> {
     let Some(matches) = spec.get("matches") else {
         return Vec::new();
     };
-    let list = matches.as_array().cloned().unwrap_or_default();
+    let mut list = matches.as_array().cloned().unwrap_or_default();
+    if list.len() > MAX_MATCHES {
+        errs.push(
+            SplitErrorKind::TooManyItems,
+            "spec.matches",
+            format!("{} matches; a split has at most {MAX_MATCHES}", list.len()),
+        );
+        list.truncate(MAX_MATCHES);
+    }
     if list.is_empty() {
         return Vec::new();
     }
@@ -262,7 +323,7 @@ fn read_matches(spec: &Value, version: &str, errs: &mut Collector) -> Vec<String
             errs.push(
                 SplitErrorKind::UnknownMatchKind,
                 format!("{at}.kind"),
-                format!("unknown kind {kind:?}; shifter splits by HTTPRouteGroup"),
+                format!("unknown kind {}; shifter splits by HTTPRouteGroup", crate::duration::shown(kind)),
             );
         }
         if let Some(group) = m.get("apiGroup").and_then(Value::as_str)
@@ -272,10 +333,15 @@ fn read_matches(spec: &Value, version: &str, errs: &mut Collector) -> Vec<String
             errs.push(
                 SplitErrorKind::UnknownMatchKind,
                 format!("{at}.apiGroup"),
-                format!("unknown API group {group:?}; use {}", crate::route_group::GROUP),
+                format!("unknown API group {}; use {}", crate::duration::shown(group), crate::route_group::GROUP),
             );
         }
         match m.get("name").and_then(Value::as_str) {
+            Some(n) if n.chars().count() > MAX_NAME_LEN => errs.push(
+                SplitErrorKind::InvalidName,
+                format!("{at}.name"),
+                format!("{} characters long; an HTTPRouteGroup name has at most {MAX_NAME_LEN}", n.chars().count()),
+            ),
             Some(n) if !n.trim().is_empty() => names.push(n.to_string()),
             _ => errs.push(
                 SplitErrorKind::EmptyName,

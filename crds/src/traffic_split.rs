@@ -23,6 +23,13 @@ pub const KIND: &str = "TrafficSplit";
 pub const VERSIONS: [&str; 4] = ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"];
 pub const STORED_VERSION: &str = "v1alpha4";
 
+/// Most backends in one split.
+pub const MAX_BACKENDS: usize = 100;
+/// Most route-group references in one split's `spec.matches`.
+pub const MAX_MATCHES: usize = 32;
+/// Longest Service or route-group name (a DNS subdomain).
+pub const MAX_NAME_LEN: usize = 253;
+
 /// Status shared by every version. It is shifter's own, additive to the SMI spec.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -70,11 +77,14 @@ pub struct BackendStatus {
 #[serde(rename_all = "camelCase")]
 pub struct MatchRef {
     /// `HTTPRouteGroup`; other kinds are reported as unsupported in status.
+    #[schemars(length(max = 63))]
     pub kind: String,
-    /// Name of the route group in the split's namespace.
+    /// Name of the route group in the split's namespace (at most 253 characters).
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub name: String,
     /// `specs.smi-spec.io` when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
     pub api_group: Option<String>,
 }
 
@@ -106,14 +116,17 @@ macro_rules! traffic_split_version {
             )]
             #[serde(rename_all = "camelCase")]
             pub struct TrafficSplitSpec {
-                /// The apex (root) service that clients call.
+                /// The apex (root) service that clients call (at most 253 characters).
+                #[schemars(length(min = 1, max = MAX_NAME_LEN))]
                 pub service: String,
                 $(
-                    /// Route groups whose matching requests this split applies to; other requests go to the apex service.
+                    /// Route groups whose matching requests this split applies to; other requests go to the apex service. At most 32.
                     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+                    #[schemars(length(max = MAX_MATCHES))]
                     pub matches: Vec<$m>,
                 )?
-                /// Backend services and their relative weights.
+                /// Backend services and their relative weights; 1 to 100 of them.
+                #[schemars(length(min = 1, max = MAX_BACKENDS))]
                 pub backends: Vec<$backend>,
             }
 
@@ -121,7 +134,8 @@ macro_rules! traffic_split_version {
             #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
             #[serde(rename_all = "camelCase")]
             pub struct $backend {
-                /// Name of a Service in the same namespace.
+                /// Name of a Service in the same namespace (at most 253 characters).
+                #[schemars(length(min = 1, max = MAX_NAME_LEN))]
                 pub service: String,
                 $($field)*
             }
@@ -130,22 +144,23 @@ macro_rules! traffic_split_version {
 }
 
 traffic_split_version!(v1alpha1, "v1alpha1", "SMI v1alpha1: weights are Kubernetes quantities.", Backend {
-    /// Relative weight as a Kubernetes quantity, e.g. `500m`, `"90"` or `1`.
+    /// Relative weight as a Kubernetes quantity, e.g. `500m`, `"90"` or `1`: 0 to 1G, at most nine
+    /// decimal places (1n), and the split's weights at their common scale at most 1000000000.
     pub weight: crate::traffic_split::QuantityWeight,
 });
 traffic_split_version!(v1alpha2, "v1alpha2", "SMI v1alpha2: integer weights.", Backend {
-    /// Relative weight; 0 sends no traffic.
-    #[schemars(range(min = 0))]
+    /// Relative weight from 0 (sends no traffic) to 1000000000.
+    #[schemars(range(min = 0, max = crate::quantity::MAX_WEIGHT))]
     pub weight: i64,
 });
 traffic_split_version!(v1alpha3, "v1alpha3", "SMI v1alpha3: integer weights and route-group matches.", Backend {
-    /// Relative weight; 0 sends no traffic.
-    #[schemars(range(min = 0))]
+    /// Relative weight from 0 (sends no traffic) to 1000000000.
+    #[schemars(range(min = 0, max = crate::quantity::MAX_WEIGHT))]
     pub weight: i64,
 }, matches: MatchRef);
 traffic_split_version!(v1alpha4, "v1alpha4", "SMI v1alpha4 (stored): integer weights and route-group matches.", Backend {
-    /// Relative weight; 0 sends no traffic.
-    #[schemars(range(min = 0))]
+    /// Relative weight from 0 (sends no traffic) to 1000000000.
+    #[schemars(range(min = 0, max = crate::quantity::MAX_WEIGHT))]
     pub weight: i64,
 }, matches: MatchRef);
 
@@ -184,7 +199,11 @@ impl JsonSchema for QuantityWeight {
         schemars::json_schema!({
             "description": "Relative weight as a Kubernetes quantity, e.g. 500m, \"90\" or 1.",
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "x-kubernetes-int-or-string": true
+            "x-kubernetes-int-or-string": true,
+            "minimum": 0,
+            "maximum": crate::quantity::MAX_WEIGHT,
+            "maxLength": crate::quantity::MAX_LEN,
+            "pattern": crate::quantity::PATTERN
         })
     }
 

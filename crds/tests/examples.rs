@@ -1,18 +1,20 @@
-//! Every manifest in `examples/` is valid: it uses only fields the CRD schema knows, and it passes
-//! the same validation shifter applies to live objects.
+//! Every manifest in `examples/` is valid: it passes every check the CRD schema lets a plain
+//! Kubernetes API server make (known fields, types, enums, patterns, lengths, bounds), and the same
+//! validation shifter applies to live objects.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use shifter_crds::{Canary, HTTPRouteGroup, all_crds};
+use shifter_crds::{Canary, HTTPRouteGroup};
 use support::documents;
+use support::schema::{schema_for, schema_problems};
 
-fn example_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("examples/ exists")
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
@@ -20,46 +22,24 @@ fn example_files() -> Vec<PathBuf> {
     files
 }
 
-fn schema_for(api_version: &str, kind: &str) -> Option<Value> {
-    let (group, version) = api_version.split_once('/')?;
-    let crd = all_crds().into_iter().find(|c| c.spec.group == group && c.spec.names.kind == kind)?;
-    let v = crd.spec.versions.into_iter().find(|v| v.name == version)?;
-    serde_json::to_value(v.schema?.open_api_v3_schema?).ok()
+fn example_files() -> Vec<PathBuf> {
+    yaml_files("../examples")
 }
 
-/// Fields in `value` the schema does not declare, and required fields it lacks, as JSON paths.
-fn schema_problems(value: &Value, schema: &Value, path: &str, out: &mut Vec<String>) {
-    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
-        return;
-    }
-    match value {
-        Value::Object(map) => {
-            let props = schema.get("properties").and_then(Value::as_object);
-            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
-                if !map.contains_key(required.as_str().unwrap()) {
-                    out.push(format!("{path}.{} is required", required.as_str().unwrap()));
-                }
-            }
-            for (key, child) in map {
-                if path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&key.as_str()) {
-                    continue;
-                }
-                match props.and_then(|p| p.get(key)) {
-                    Some(s) => schema_problems(child, s, &format!("{path}.{key}"), out),
-                    None if schema.get("additionalProperties").is_some() => {}
-                    None => out.push(format!("{path}.{key} is not a known field")),
-                }
-            }
+#[test]
+fn the_walk_through_canary_passes_the_schema_and_validation() {
+    let mut canaries = 0;
+    for file in yaml_files("../examples/cluster/app") {
+        for doc in documents(&file).into_iter().filter(|d| d["kind"] == "Canary") {
+            let mut problems = Vec::new();
+            schema_problems(&doc, &schema_for("shifter.dev/v1alpha1", "Canary").unwrap(), "", &mut problems);
+            assert!(problems.is_empty(), "{}: {problems:?}", file.display());
+            let canary: Canary = serde_json::from_value(doc).unwrap();
+            assert_eq!(shifter_crds::canary::validate(&canary.spec), Vec::<String>::new(), "{}", file.display());
+            canaries += 1;
         }
-        Value::Array(items) => {
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    schema_problems(item, item_schema, &format!("{path}[{i}]"), out);
-                }
-            }
-        }
-        _ => {}
     }
+    assert_eq!(canaries, 1, "examples/cluster/app holds the walk-through's Canary");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shifter_crds::duration::DurationRange;
 use shifter_proto::v1::{ProxyIdentity, Snapshot};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -200,14 +201,14 @@ pub struct Args {
     /// Namespace this proxy runs in.
     #[arg(long, env = "SHIFTER_PROXY_NAMESPACE", default_value = "")]
     pub namespace: String,
-    /// Dial timeout per upstream endpoint.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Dial timeout per upstream endpoint, 1ms to 1m (e.g. `250ms`).
+    #[arg(long, default_value = "1s", value_parser = |raw: &str| CONNECT_TIMEOUT.parse(raw))]
     pub connect_timeout: Duration,
-    /// Time allowed until response headers.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Time allowed until response headers, 1ms to 1h.
+    #[arg(long, default_value = "30s", value_parser = |raw: &str| REQUEST_TIMEOUT.parse(raw))]
     pub request_timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// How long shutdown waits for in-flight requests, at most 1h.
+    #[arg(long, default_value = "30s", value_parser = |raw: &str| DRAIN_TIMEOUT.parse(raw))]
     pub drain_timeout: Duration,
     /// Most downstream connections open at once.
     #[arg(long, default_value_t = 10_000)]
@@ -227,17 +228,10 @@ fn parse_gateway(s: &str) -> Result<GatewayListener, String> {
     Ok(GatewayListener { listen, authority: authority.to_string() })
 }
 
-/// `250ms`, `2s`, `1m`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or("missing unit (ms, s or m)")?;
-    let n: u64 = s[..split].parse().map_err(|_| format!("{s:?}: not a number"))?;
-    match &s[split..] {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        unit => Err(format!("unknown unit {unit:?}")),
-    }
-}
+/// Bounds of the duration flags, which take shifter's one duration syntax (`250ms`, `30s`, `1m`).
+const CONNECT_TIMEOUT: DurationRange = DurationRange::new(Duration::from_millis(1), Duration::from_secs(60));
+const REQUEST_TIMEOUT: DurationRange = DurationRange::new(Duration::from_millis(1), Duration::from_secs(3600));
+const DRAIN_TIMEOUT: DurationRange = DurationRange::new(Duration::ZERO, Duration::from_secs(3600));
 
 impl Args {
     /// The in-process configuration these flags describe.
@@ -343,11 +337,35 @@ mod tests {
 
     #[test]
     fn parses_flags_values() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("2").is_err());
+        assert_eq!(CONNECT_TIMEOUT.parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(REQUEST_TIMEOUT.parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(CONNECT_TIMEOUT.parse("2").is_err());
         let g = parse_gateway("127.0.0.1:8080=web.shop.svc.cluster.local:80").unwrap();
         assert_eq!(g.authority, "web.shop.svc.cluster.local:80");
         assert!(parse_gateway("127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn duration_flags_say_their_range_and_never_overflow() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |flag: &str, value: &str| Cli::try_parse_from(["proxy", "--config", "f.yaml", flag, value]);
+        let cli = parse("--drain-timeout", "0s").unwrap();
+        assert_eq!(cli.args.drain_timeout, Duration::ZERO);
+        assert_eq!(cli.args.connect_timeout, Duration::from_secs(1), "the default");
+        // Minutes used to be multiplied unchecked: `n * 60` overflowed for a large n.
+        for (flag, value, says) in [
+            ("--connect-timeout", "307445734561825861m", "must be between 1ms and 1m"),
+            ("--request-timeout", "9999999999999999999999s", "must be between 1ms and 1h"),
+            ("--drain-timeout", "2h", "must be at most 1h, got \"2h\""),
+            ("--connect-timeout", "30", "has no unit after 30"),
+        ] {
+            let message = parse(flag, value).err().unwrap().to_string();
+            assert!(message.contains(flag) && message.contains(says), "{flag} {value}: {message}");
+        }
     }
 }

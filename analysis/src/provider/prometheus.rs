@@ -133,11 +133,8 @@ impl PrometheusProvider {
         let mut config = PrometheusConfig::new(address);
         if let Some(raw) = &provider.scrape_interval {
             let field = "spec.analysis.provider.scrapeInterval";
-            let scrape = shifter_crds::duration::parse_duration(raw).map_err(|e| ConfigError::invalid(field, e))?;
-            let (min, max) = shifter_crds::canary::SCRAPE_INTERVAL_RANGE;
-            if scrape < min || scrape > max {
-                return Err(ConfigError::invalid(field, format!("{raw} is outside 1s..5m")));
-            }
+            let scrape =
+                shifter_crds::canary::SCRAPE_INTERVAL.parse(raw).map_err(|e| ConfigError::invalid(field, e))?;
             config.min_window_s = SCRAPES_PER_WINDOW * scrape.as_secs().max(1) as i64;
         }
         Ok(PrometheusProvider::with_client(config, client))

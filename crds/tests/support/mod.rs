@@ -1,10 +1,19 @@
 //! Helpers shared by the crds integration tests.
 #![allow(dead_code)]
 
+pub mod schema;
+
 use std::path::Path;
 
+use proptest::prelude::*;
+use proptest::test_runner::Config;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// Every property test runs this many cases in a plain `cargo test`.
+pub fn cases() -> Config {
+    Config::with_cases(10_000)
+}
 
 /// Every YAML document in a file, as JSON values.
 pub fn documents(path: &Path) -> Vec<Value> {
@@ -40,4 +49,22 @@ pub fn shares(obj: &Value) -> Vec<(String, f64)> {
         .into_iter()
         .map(|b| (b.service, (b.percent * 100.0).round() / 100.0))
         .collect()
+}
+
+/// Any JSON value, a few levels deep, for property tests.
+pub fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("JSON numbers are finite", |f| f.is_finite()).prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z]{1,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
 }

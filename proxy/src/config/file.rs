@@ -19,12 +19,17 @@
 //! ```
 //!
 //! `namespace` and `service` default to the parts of a `name.namespace.svc...` authority, and a
-//! backend's `namespace` to the authority's.
+//! backend's `namespace` to the authority's. Weights are 0 to 1000000000 (as in a TrafficSplit) and
+//! ports 1 to 65535; a value out of range is an error that names its field, e.g.
+//! `authorities[0].routes[1].backends[0].weight: ...`.
 //! `proxy/static-config.example.yaml` is a commented example (a unit test keeps it valid).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::Deserialize;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+use shifter_crds::quantity::MAX_WEIGHT;
 use shifter_proto::v1::{Endpoint, HeaderMatch, HttpMatch, Route, Snapshot, WeightedBackend};
 
 use crate::error::ConfigError;
@@ -45,6 +50,7 @@ struct FileDoc {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileAuthority {
+    #[serde(deserialize_with = "authority")]
     authority: String,
     namespace: Option<String>,
     service: Option<String>,
@@ -85,11 +91,84 @@ struct FileMatch {
 struct FileBackend {
     service: String,
     namespace: Option<String>,
+    #[serde(deserialize_with = "weight")]
     weight: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "port")]
     port: u32,
     #[serde(default)]
     endpoints: Vec<String>,
+}
+
+fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_u64(Bounded {
+        max: MAX_WEIGHT,
+        what: "weight",
+        hint: "weights are relative, so divide them all by a common factor",
+    })
+}
+
+/// A backend's port: 1 to 65535, or 0 when every endpoint names its own.
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let hint = "ports are 1 to 65535 (0: each endpoint gives its own)";
+    d.deserialize_u64(Bounded { max: u64::from(u16::MAX), what: "port", hint }).map(|p| p as u32)
+}
+
+/// `host` or `host:port`, with a port from 1 to 65535 when one is given.
+fn authority<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(Authority)
+}
+
+/// Reads a whole number up to `max`. Checking inside the visitor, not after deserializing, makes
+/// the YAML parser report the error with the field's full path and its line.
+struct Bounded {
+    max: u64,
+    what: &'static str,
+    hint: &'static str,
+}
+
+impl Visitor<'_> for Bounded {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} from 0 to {}", self.what, self.max)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        if v <= self.max {
+            Ok(v)
+        } else {
+            Err(E::custom(format!("{v} is above the largest {}, {}; {}", self.what, self.max, self.hint)))
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+        }
+    }
+}
+
+struct Authority;
+
+impl Visitor<'_> for Authority {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("host:port, e.g. web.shop.svc.cluster.local:80")
+    }
+
+    fn visit_str<E: de::Error>(self, raw: &str) -> Result<String, E> {
+        let canonical = super::normalize_authority(raw);
+        let (host, port) = canonical.rsplit_once(':').unwrap_or(("", ""));
+        if host.is_empty() || !port.parse::<u16>().is_ok_and(|p| p != 0) {
+            let shown: String = raw.chars().take(80).collect();
+            return Err(E::custom(format!(
+                "{shown:?} is not host:port with a port from 1 to 65535; write e.g. web.shop.svc.cluster.local:80"
+            )));
+        }
+        Ok(raw.to_string())
+    }
 }
 
 fn yes() -> bool {
@@ -118,7 +197,7 @@ impl StaticConfig {
                 return Err(ConfigError::Duplicate(authority));
             }
             let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
-            let port = authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(80);
+            let port = authority.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).map_or(80, u32::from);
             let mut labels = host.split('.');
             let service = a.service.unwrap_or_else(|| labels.next().unwrap_or_default().to_string());
             let namespace = a.namespace.unwrap_or_else(|| labels.next().unwrap_or("default").to_string());
@@ -220,6 +299,34 @@ authorities:
         for s in cfg.snapshots {
             crate::route::RouteTable::compile(s, &compiler).unwrap();
         }
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let backend = |b: &str| {
+            format!("authorities:\n- authority: web:80\n  routes:\n  - backends:\n    - {{service: a, {b}}}\n")
+        };
+        for (yaml, says) in [
+            (backend("weight: 18446744073709551616"), "authorities[0].routes[0].backends[0].weight: "),
+            (backend("weight: -1"), "authorities[0].routes[0].backends[0].weight: "),
+            (
+                backend("weight: 1, port: 70000"),
+                "authorities[0].routes[0].backends[0].port: 70000 is above the largest port, 65535",
+            ),
+            (
+                "authorities: [{authority: 'web:99999'}]".to_string(),
+                "authorities[0].authority: \"web:99999\" is not host:port",
+            ),
+            ("authorities: [{authority: ''}]".to_string(), "authorities[0].authority: "),
+        ] {
+            let message = StaticConfig::from_yaml(&yaml, "t").err().unwrap().to_string();
+            assert!(message.contains(says), "{yaml}: {message}");
+        }
+        let max = backend("weight: 1000000000, port: 65535");
+        assert_eq!(
+            StaticConfig::from_yaml(&max, "t").unwrap().snapshots[0].routes[0].backends[0].weight,
+            1_000_000_000
+        );
     }
 
     #[test]
