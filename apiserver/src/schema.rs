@@ -47,6 +47,44 @@ pub fn enforce(schema: &Value, obj: &mut Value) -> Findings {
     out
 }
 
+/// Validation ratcheting, as Kubernetes does it for custom resources on update: an error about a
+/// value the update did not change does not block the update. An object that became invalid under
+/// a stricter schema (or was stored past validation) can still have its status written and its
+/// other fields edited; only what a write changes must be valid. Missing required fields and wrong
+/// types are never ratcheted, nor is an error whose path cannot be followed in both objects.
+pub fn ratchet(errors: Vec<FieldError>, old: &Value, new: &Value) -> Vec<FieldError> {
+    errors
+        .into_iter()
+        .filter(|e| {
+            let structural = matches!(e.reason, "FieldValueRequired" | "FieldValueTypeInvalid");
+            let unchanged = match (value_at(old, &e.field), value_at(new, &e.field)) {
+                (Some(before), Some(after)) => before == after,
+                _ => false,
+            };
+            structural || !unchanged
+        })
+        .collect()
+}
+
+/// The value at a field path as errors name it: `spec.steps[2].weight`.
+fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut here = obj;
+    for segment in path.split('.') {
+        let (key, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !key.is_empty() {
+            here = here.as_object()?.get(key)?;
+        }
+        for index in indexes.split_terminator(']') {
+            let i: usize = index.strip_prefix('[')?.parse().ok()?;
+            here = here.as_array()?.get(i)?;
+        }
+    }
+    Some(here)
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
@@ -471,6 +509,30 @@ mod tests {
                 "{field}={value}: expected {needle:?} at {path}: {errs:?}"
             );
         }
+    }
+
+    #[test]
+    fn errors_about_values_an_update_left_alone_are_ratcheted() {
+        let schema = split_schema();
+        let old = json!({"spec": {"service": "web", "backends": [{"service": "a", "weight": -1}]}});
+        let mut new = old.clone();
+        new["status"] = json!({"note": "written by a controller"});
+        let errors = enforce(&schema, &mut new.clone()).errors;
+        assert!(!errors.is_empty(), "the stored object is invalid: {errors:?}");
+        assert!(ratchet(errors, &old, &new).is_empty(), "but an update that leaves it alone passes");
+
+        let mut changed = old.clone();
+        changed["spec"]["backends"][0]["weight"] = json!(-2);
+        let errors = enforce(&schema, &mut changed.clone()).errors;
+        assert_eq!(ratchet(errors, &old, &changed).len(), 1, "a changed invalid value is still refused");
+    }
+
+    #[test]
+    fn field_paths_are_followed_through_objects_and_lists() {
+        let obj = json!({"spec": {"steps": [{"weight": 1}, {"weight": 2}]}});
+        assert_eq!(value_at(&obj, "spec.steps[1].weight"), Some(&json!(2)));
+        assert_eq!(value_at(&obj, "spec.steps[2].weight"), None);
+        assert_eq!(value_at(&obj, "spec.steps[x]"), None);
     }
 
     #[test]

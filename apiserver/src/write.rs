@@ -220,7 +220,10 @@ impl App {
         errors.extend(builtin::validate_metadata(&new));
         if let Some(schema) = res.version(&scope.version).and_then(|v| v.schema.as_ref()) {
             let found = schema::enforce(schema, &mut new);
-            errors.extend(found.errors);
+            match &old_req {
+                Some(old) if mode != Mode::Create => errors.extend(schema::ratchet(found.errors, old, &new)),
+                _ => errors.extend(found.errors),
+            }
             Self::unknown_fields(scope, &found.unknown, &mut warnings)?;
         }
         if is_crd(res) {
