@@ -88,6 +88,10 @@ impl Pool {
         Self { addr, idle: Mutex::default(), shared_h2: Default::default(), max_idle, connect_timeout }
     }
 
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// A ready connection: a pooled one when there is one, else a new one.
     pub async fn checkout(&self, protocol: UpstreamProtocol) -> Result<Conn, ConnectError> {
         match protocol {
