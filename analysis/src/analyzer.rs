@@ -40,7 +40,11 @@ use crate::verdict::{MetricVerdict, Verdict, VerdictResult};
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum MetricState {
     Failures {
+        /// Evidence on failed trials: requests and failed attempts (see [`BackendCounts::trials`]).
         process: RiskRatioEProcess,
+        /// Failed attempts among the trials, to say how much of the evidence they are.
+        #[serde(default)]
+        attempts: FailedAttempts,
     },
     Latency {
         /// Bucket indices of the exceedance thresholds; empty until chosen.
@@ -56,6 +60,14 @@ pub enum MetricState {
     },
     /// Absolute judges look at one window at a time and keep nothing.
     Window,
+}
+
+/// Attempts that failed before reaching each version and were retried elsewhere, judged so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedAttempts {
+    pub canary: u64,
+    pub stable: u64,
 }
 
 /// Everything a rollout's analysis needs to resume after a restart.
@@ -90,7 +102,9 @@ impl Analyzer {
             .metrics
             .iter()
             .map(|m| match &m.judge {
-                Judge::ComparativeFailures { .. } => MetricState::Failures { process: RiskRatioEProcess::new() },
+                Judge::ComparativeFailures { .. } => {
+                    MetricState::Failures { process: RiskRatioEProcess::new(), attempts: FailedAttempts::default() }
+                }
                 Judge::ComparativeLatency { .. } => MetricState::Latency {
                     thresholds: Vec::new(),
                     processes: Vec::new(),
@@ -245,8 +259,12 @@ impl Analyzer {
             self.state.step_canary_requests += c.requests;
             for (metric, state) in self.config.metrics.iter().zip(self.state.metrics.iter_mut()) {
                 match (state, &metric.judge) {
-                    (MetricState::Failures { process }, _) => {
-                        process.observe(c.requests, c.failures, s.requests, s.failures)
+                    // Every trial counts, including attempts the proxy retried elsewhere: a failed
+                    // attempt is a failed trial of the backend it was sent to.
+                    (MetricState::Failures { process, attempts }, _) => {
+                        process.observe(c.trials(), c.failed_trials(), s.trials(), s.failed_trials());
+                        attempts.canary += c.failed_attempts;
+                        attempts.stable += s.failed_attempts;
                     }
                     (
                         MetricState::Latency { thresholds, processes, baseline, canary_buckets, stable_buckets },
@@ -289,8 +307,8 @@ impl Analyzer {
                         VerdictResult::Inconclusive,
                         format!("warming up: windows before {}s into the step are ignored", self.config.warmup_s),
                     ),
-                    (Judge::ComparativeFailures { tolerance }, MetricState::Failures { process }) => {
-                        judge::failures(name, process, self.comparison(alpha, *tolerance))
+                    (Judge::ComparativeFailures { tolerance }, MetricState::Failures { process, attempts }) => {
+                        judge::failures(name, process, *attempts, self.comparison(alpha, *tolerance))
                     }
                     (
                         Judge::ComparativeLatency { tolerance, .. },

@@ -15,17 +15,46 @@ pub struct BackendCounts {
     /// Per-bucket (not cumulative) latency counts: [`LATENCY_BOUNDS_MS`] then `+Inf`. May be empty
     /// when nothing was recorded, or shorter than [`LATENCY_BUCKETS`]; missing buckets count zero.
     pub latency_counts: Vec<u64>,
+    /// Attempts sent towards this backend that failed before reaching it (the dial was refused,
+    /// reset or timed out) and that the proxy retried on a fresh pick. The client never saw them,
+    /// so they are in neither `requests` nor `failures`. Zero from a source that cannot see them
+    /// (Prometheus' `response_total` counts responses only).
+    #[serde(default)]
+    pub failed_attempts: u64,
 }
 
 impl BackendCounts {
     pub fn new(requests: u64, failures: u64) -> Self {
-        BackendCounts { requests, failures, latency_counts: Vec::new() }
+        BackendCounts { requests, failures, latency_counts: Vec::new(), failed_attempts: 0 }
+    }
+
+    /// Every trial this backend was given: each request it answered (or failed) and each attempt
+    /// that failed on it before being retried elsewhere.
+    ///
+    /// Counting a retried attempt as a failed trial of the backend it was sent to is sound: the
+    /// proxy draws the backend of every attempt afresh by weight, whatever happened to earlier
+    /// attempts, so a retry decides only how many trials there are — never which backend the next
+    /// one goes to, nor how that backend fares. Each attempt is then a trial of its backend like
+    /// any request, and the comparative test, which judges each window's failed trials given
+    /// each version's share of trials, keeps its guarantee: a rule that stops or continues on
+    /// outcomes already seen (retry after a failure) leaves the likelihood of those outcomes
+    /// unchanged. Counting only the responses clients got would instead hide a dead canary
+    /// endpoint behind the stable version that answers the retries: at 10% weight with three
+    /// attempts, one request in a thousand would fail, and the canary would be judged slowly.
+    pub fn trials(&self) -> u64 {
+        self.requests.saturating_add(self.failed_attempts)
+    }
+
+    /// Trials that failed: failed requests and failed attempts (see [`BackendCounts::trials`]).
+    pub fn failed_trials(&self) -> u64 {
+        self.failures.min(self.requests).saturating_add(self.failed_attempts)
     }
 
     /// Adds another window's counts to these.
     pub fn add(&mut self, other: &BackendCounts) {
         self.requests += other.requests;
         self.failures += other.failures;
+        self.failed_attempts += other.failed_attempts;
         if self.latency_counts.len() < other.latency_counts.len() {
             self.latency_counts.resize(other.latency_counts.len(), 0);
         }
@@ -165,6 +194,20 @@ mod tests {
         assert_eq!(hist(&[(12, 989), (13, 11)]).bucket_at_quantile(0.99), Some(12));
         assert_eq!(c.slower_than(5), 10);
         assert_eq!(c.slower_than(10), 1);
+    }
+
+    #[test]
+    fn failed_attempts_are_failed_trials_of_their_backend() {
+        let dead = BackendCounts { requests: 1, failures: 1, failed_attempts: 99, ..Default::default() };
+        assert_eq!((dead.trials(), dead.failed_trials()), (100, 100));
+        let healthy = BackendCounts::new(900, 0);
+        assert_eq!((healthy.trials(), healthy.failed_trials()), (900, 0));
+        let mut sum = dead.clone();
+        sum.add(&dead);
+        assert_eq!((sum.trials(), sum.failed_trials()), (200, 200));
+        // Counts saved before the field existed still read.
+        let old: BackendCounts = serde_json::from_str(r#"{"requests":5,"failures":1,"latency_counts":[]}"#).unwrap();
+        assert_eq!(old.failed_attempts, 0);
     }
 
     #[test]

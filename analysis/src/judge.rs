@@ -3,6 +3,7 @@
 
 use shifter_proto::LATENCY_BOUNDS_MS;
 
+use crate::analyzer::FailedAttempts;
 use crate::counts::{BackendCounts, percent, thousands};
 use crate::eprocess::{
     FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, QUANTILE_ALTERNATIVES, RiskRatioEProcess, rate_upper_bound,
@@ -60,10 +61,11 @@ fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, spl
     Finding::Open { evidence, how: format!("risk ratio {ratio}, canary rate ≤ {}", percent(rate_bound)) }
 }
 
-fn rates_sentence(process: &RiskRatioEProcess, what: &str) -> String {
+/// "canary 5% `what` vs stable 1% over 100 vs 900 `unit`".
+fn rates_sentence(process: &RiskRatioEProcess, what: &str, unit: &str) -> String {
     let (c, s) = process.rates();
     format!(
-        "canary {} {what} vs stable {} over {} vs {} requests",
+        "canary {} {what} vs stable {} over {} vs {} {unit}",
         c.map_or("-".into(), percent),
         s.map_or("-".into(), percent),
         thousands(process.canary_requests),
@@ -80,12 +82,23 @@ fn level_text(threshold: f64) -> String {
     format!("{threshold:.0}")
 }
 
-/// Comparative success rate: failures as the events.
-pub fn failures(name: &str, process: &RiskRatioEProcess, c: Comparison) -> MetricVerdict {
+/// Comparative success rate: failed trials as the events. A trial is a request, or an attempt that
+/// failed before reaching the backend and was retried elsewhere (`attempts` says how many of
+/// those each version had; see [`crate::BackendCounts::trials`]).
+pub fn failures(name: &str, process: &RiskRatioEProcess, attempts: FailedAttempts, c: Comparison) -> MetricVerdict {
     if process.canary_requests == 0 {
         return MetricVerdict::new(name, VerdictResult::Inconclusive, "no canary requests yet");
     }
-    let rates = rates_sentence(process, "failures");
+    let rates = if attempts.canary + attempts.stable == 0 {
+        rates_sentence(process, "failures", "requests")
+    } else {
+        format!(
+            "{}, counting {} canary and {} stable attempts that failed before reaching the backend and were retried elsewhere",
+            rates_sentence(process, "failures", "attempts"),
+            thousands(attempts.canary),
+            thousands(attempts.stable)
+        )
+    };
     let threshold = 1.0 / c.alpha;
     let mut v = match examine(process, &FAILURE_ALTERNATIVES, c, 1.0) {
         Finding::Harm { evidence } => {
@@ -136,8 +149,9 @@ pub fn latency(
     if processes.iter().all(|p| p.canary_requests == 0) {
         return MetricVerdict::new(name, VerdictResult::Inconclusive, "no timed canary requests yet");
     }
-    let describe =
-        |i: usize| rates_sentence(&processes[i], &format!("slower than {} ms", LATENCY_BOUNDS_MS[thresholds[i]]));
+    let describe = |i: usize| {
+        rates_sentence(&processes[i], &format!("slower than {} ms", LATENCY_BOUNDS_MS[thresholds[i]]), "requests")
+    };
     let last = processes.len() - 1;
     let alternatives = |i: usize| if i == last { &QUANTILE_ALTERNATIVES[..] } else { &LATENCY_ALTERNATIVES[..] };
     let harm_at = |i: usize| processes[i].harm_evidence(alternatives(i));

@@ -20,7 +20,7 @@ pub mod provider;
 pub mod simulate;
 pub mod verdict;
 
-pub use analyzer::{Analyzer, AnalyzerState, MetricState};
+pub use analyzer::{Analyzer, AnalyzerState, FailedAttempts, MetricState};
 pub use config::{AnalyzerConfig, Judge, MetricConfig, Target};
 pub use counts::{BackendCounts, LATENCY_BUCKETS, WindowCounts};
 pub use error::{ConfigError, ProviderError};

@@ -22,10 +22,18 @@ impl Store {
         let mut latency_counts = vec![0; LATENCY_BUCKETS];
         latency_counts[6] = requests - slow;
         latency_counts[14] = slow;
-        let counts = BackendCounts { requests, failures, latency_counts };
+        let counts = BackendCounts { requests, failures, latency_counts, failed_attempts: 0 };
         let mut map = self.seconds.lock().unwrap();
         let series = map.entry(backend.to_string()).or_default();
         series.extend((from..to).map(|t| (t, counts.clone())));
+    }
+
+    /// Every second in `[from, to)`, `failed_attempts` attempts on `backend` failed before
+    /// reaching it and were retried elsewhere.
+    fn record_failed_attempts(&self, backend: &str, from: i64, to: i64, failed_attempts: u64) {
+        let counts = BackendCounts { failed_attempts, ..Default::default() };
+        let mut map = self.seconds.lock().unwrap();
+        map.entry(backend.to_string()).or_default().extend((from..to).map(|t| (t, counts.clone())));
     }
 }
 
@@ -223,4 +231,63 @@ async fn a_down_metrics_source_is_an_error_and_its_window_is_kept() {
     let v = analyzer.tick(&provider, T0 + 20).await;
     assert_eq!((v.window_from, v.window_to), (T0, T0 + 20));
     assert_eq!(analyzer.state().consecutive_errors, 2);
+}
+
+/// 100 requests a second, 10% to a canary whose only endpoint refuses connections, three attempts
+/// per request: stable answers almost every request (the retries), the canary fails ten attempts a
+/// second and answers (with a failure) one request in ten seconds.
+fn dead_canary(store: &Store, with_attempts: bool) {
+    store.record("web-v1", T0 - 300, T0 + 300, 100, 0, 0);
+    for t in (T0..T0 + 300).step_by(10) {
+        store.record("web-v2", t, t + 1, 1, 1, 0);
+    }
+    if with_attempts {
+        store.record_failed_attempts("web-v2", T0, T0 + 300, 10);
+    }
+}
+
+#[tokio::test]
+async fn a_dead_canary_endpoint_fails_on_its_first_tick_by_its_failed_attempts() {
+    let store = Store::default();
+    dead_canary(&store, true);
+    let mut analyzer = Analyzer::new(AnalyzerConfig::defaults(target()), T0);
+    let verdicts = run(&mut analyzer, &store, T0 + 300).await;
+    let v = &verdicts[0];
+    assert_eq!(v.result, VerdictResult::Fail, "{}", v.reason);
+    assert!(
+        v.reason.starts_with("success-rate: canary 100.0% failures vs stable 0.0% over 101 vs 1,000 attempts"),
+        "{}",
+        v.reason
+    );
+    assert!(
+        v.reason.contains("counting 100 canary and 0 stable attempts that failed before reaching the backend"),
+        "{}",
+        v.reason
+    );
+
+    // The responses alone (what a source that cannot see attempts reports) hold one failure in ten
+    // seconds: the same canary fails ticks later.
+    let store = Store::default();
+    dead_canary(&store, false);
+    let mut analyzer = Analyzer::new(AnalyzerConfig::defaults(target()), T0);
+    let verdicts = run(&mut analyzer, &store, T0 + 300).await;
+    let fail = verdicts.iter().position(|v| v.result == VerdictResult::Fail).expect("a Fail eventually");
+    assert!(fail >= 2, "failed at tick {fail}: {}", verdicts[fail].reason);
+}
+
+#[tokio::test]
+async fn dial_failures_both_versions_share_do_not_blame_the_canary() {
+    // A flaky network: one attempt in twenty fails to connect, whichever version it was for.
+    let store = Store::default();
+    store.record("web-v1", T0 - 300, T0 + 900, 90, 0, 1);
+    store.record_failed_attempts("web-v1", T0 - 300, T0 + 900, 5);
+    store.record("web-v2", T0, T0 + 900, 10, 0, 0);
+    for t in (T0..T0 + 900).step_by(2) {
+        store.record_failed_attempts("web-v2", t, t + 1, 1);
+    }
+    let mut analyzer = Analyzer::new(AnalyzerConfig::defaults(target()), T0);
+    let verdicts = run(&mut analyzer, &store, T0 + 900).await;
+    assert!(verdicts.iter().all(|v| v.result != VerdictResult::Fail), "{:?}", verdicts.last().map(|v| &v.reason));
+    let last = &verdicts.last().unwrap().per_metric[0];
+    assert!(last.reason.contains("attempts that failed before reaching the backend"), "{}", last.reason);
 }

@@ -56,6 +56,8 @@ pub struct ControllerMetrics {
     pub leader: AtomicI64,
     /// Per Canary (namespace, name): weight, phase and verdict counts.
     canaries: Mutex<BTreeMap<(String, String), CanaryGauges>>,
+    /// Telemetry windows refused, by reason.
+    telemetry_rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,19 @@ impl ControllerMetrics {
                 VerdictResult::Error => "Error",
             };
             *g.verdicts.entry(name).or_default() += 1;
+        }
+    }
+
+    /// Counts a telemetry window refused for `reason`.
+    pub fn record_rejected_window(&self, reason: &'static str) {
+        *self.telemetry_rejected.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    fn render_rejected_windows(&self, out: &mut String) {
+        let name = "shifter_controller_telemetry_rejected_windows_total";
+        let _ = writeln!(out, "# HELP {name} Telemetry windows refused as invalid, by reason.\n# TYPE {name} counter");
+        for (reason, n) in self.telemetry_rejected.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
         }
     }
 
@@ -174,6 +189,7 @@ impl ControllerMetrics {
             "Telemetry windows received from proxies.",
             self.telemetry_windows.load(Ordering::Relaxed),
         );
+        self.render_rejected_windows(&mut out);
         counter(
             &mut out,
             "shifter_controller_status_writes_total",

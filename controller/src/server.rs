@@ -1,5 +1,7 @@
 //! The gRPC side: `Destinations.Watch` streams snapshots from a [`DestinationIndex`];
-//! `Telemetry.Report` feeds the [`TelemetryStore`]. Requests in, protobuf out — no cluster access.
+//! `Telemetry.Report` feeds the [`TelemetryStore`], which refuses a window that breaks its rules
+//! (the stream then ends with `INVALID_ARGUMENT` naming the field). Requests in, protobuf out — no
+//! cluster access.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use shifter_proto::v1::telemetry_server::{Telemetry, TelemetryServer};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::Authority;
 use crate::index::DestinationIndex;
@@ -105,7 +107,14 @@ impl Telemetry for TelemetryService {
         let mut stream = request.into_inner();
         let mut received = 0;
         while let Some(window) = stream.message().await? {
-            self.store.record(&window);
+            // A window that breaks a rule ends the stream: the proxy learns why, and nothing of
+            // the window is kept or relayed.
+            if let Err(invalid) = self.store.record(&window) {
+                self.metrics.record_rejected_window(invalid.reason.as_str());
+                let proxy = window.proxy.as_ref().map(|p| p.id.as_str()).unwrap_or_default();
+                warn!(%proxy, field = %invalid.field, problem = %invalid.problem, "rejected a telemetry window");
+                return Err(Status::invalid_argument(invalid.to_string()));
+            }
             if let Some((relay, leadership)) = &self.relay
                 && !leadership.borrow().is_leader
             {

@@ -112,26 +112,69 @@ async fn a_stalled_stream_does_not_delay_another() {
     assert!(newest.version > 0);
 }
 
-#[tokio::test]
-async fn telemetry_windows_reach_the_store() {
-    let r = start().await;
-    let mut client = TelemetryClient::new(r.channel.clone());
-    let windows = (0..3).map(|i| pb::TelemetryWindow {
+/// A window of `requests` (one in ten failing) for `web-v2`, ending `end_ms` (unix ms), as a proxy
+/// sends it.
+fn window(end_ms: i64, requests: u64) -> pb::TelemetryWindow {
+    let mut latency_counts = vec![0; shifter_controller::telemetry::LATENCY_BUCKETS];
+    latency_counts[3] = requests;
+    pb::TelemetryWindow {
         proxy: Some(pb::ProxyIdentity { id: "p1".into(), ..Default::default() }),
-        start_unix_ms: 1_000 * i,
-        end_unix_ms: 1_000 * (i + 1),
+        start_unix_ms: end_ms - 1_000,
+        end_unix_ms: end_ms,
         backends: vec![pb::BackendWindow {
             namespace: "shop".into(),
             service: "web".into(),
             backend: "web-v2".into(),
-            requests: 10,
-            failures: 1,
+            requests,
+            failures: requests / 10,
+            latency_counts,
+            latency_bounds_ms: shifter_proto::LATENCY_BOUNDS_MS.to_vec(),
+            failed_attempts: 2,
+            failed_attempts_by_reason: [("refused".to_string(), 2)].into(),
             ..Default::default()
         }],
         applied: vec![],
-    });
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test]
+async fn telemetry_windows_reach_the_store() {
+    let r = start().await;
+    let mut client = TelemetryClient::new(r.channel.clone());
+    // Three whole seconds in the recent past.
+    let base = (now_ms() / 1000 - 5) * 1000;
+    let windows = (0..3).map(move |i| window(base + 1_000 * i + 500, 10));
     let ack = client.report(tokio_stream::iter(windows)).await.unwrap().into_inner();
     assert_eq!(ack.windows_received, 3);
-    let c = r.telemetry.counts(&("shop".into(), "web".into(), "web-v2".into()), 0, 10);
-    assert_eq!((c.requests, c.failures), (30, 3));
+    let c = r.telemetry.counts(&("shop".into(), "web".into(), "web-v2".into()), base / 1000, base / 1000 + 3);
+    assert_eq!((c.requests, c.failures, c.failed_attempts), (30, 3, 6));
+}
+
+#[tokio::test]
+async fn a_bad_window_ends_the_stream_with_invalid_argument_naming_the_field() {
+    let r = start().await;
+    let mut client = TelemetryClient::new(r.channel.clone());
+    let now = now_ms();
+    let mut bad = window(now, 10);
+    bad.backends[0].latency_counts = vec![10, 0, 0];
+    let mut ahead = window(now + 3_600_000, 10);
+    ahead.start_unix_ms = ahead.end_unix_ms - 1_000;
+    for (bad, field, reason) in
+        [(bad, "backends[0].latency_counts", "latency_buckets"), (ahead, "end_unix_ms", "window_time")]
+    {
+        let status = client.report(tokio_stream::iter([window(now, 10), bad, window(now, 10)])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(&format!("{field}: ")), "{}", status.message());
+        let text = r.metrics.render();
+        let line = format!("shifter_controller_telemetry_rejected_windows_total{{reason=\"{reason}\"}} 1");
+        assert!(text.contains(&line), "{text}");
+    }
+    // The good windows before each bad one were kept; nothing of the bad ones, nor after them.
+    let second = now.div_euclid(1000);
+    let c = r.telemetry.counts(&("shop".into(), "web".into(), "web-v2".into()), second, second + 1);
+    assert_eq!(c.requests, 20);
 }

@@ -97,7 +97,7 @@ impl Proxy {
             let authority = normalize_authority(&g.authority);
             if controller.is_some() {
                 // Watch eagerly so the gateway is ready before its first request.
-                let _ = destinations.watch(&authority);
+                let _ = destinations.watch_pinned(&authority);
             }
             let span = info_span!("gateway", %addr, %authority);
             tasks.push(tokio::spawn(listener::serve(listener, Some(authority), shared.clone()).instrument(span)));
@@ -123,6 +123,7 @@ impl Proxy {
             tasks.push(tokio::spawn(admin::serve(listener, state).instrument(info_span!("admin"))));
         }
         if let Some(controller) = controller {
+            tasks.push(destinations.spawn_expiry());
             let report = crate::telemetry::report(destinations.clone(), controller);
             tasks.push(tokio::spawn(report.instrument(info_span!("telemetry"))));
         }

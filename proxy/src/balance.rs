@@ -1,6 +1,13 @@
 //! Choosing where a request goes: a backend by weight, then an endpoint of that backend by power
 //! of two choices on peak-EWMA load.
 //!
+//! An endpoint that refused a connection gets no requests while another endpoint of its backend is
+//! healthy: once its backoff is over the proxy dials it in the background, and it rejoins when a
+//! dial succeeds. So a crashed pod costs its backend one failed attempt, not one per backoff
+//! period (each failed attempt counts against the backend, see `request_attempt_failures_total`).
+//! When every endpoint of a backend is failing, requests still go to them, and the first to
+//! succeed brings its endpoint back.
+//!
 //! Backend choice is an independent weighted random draw per request (prefix sums over the
 //! weights). We prefer it to smooth weighted round-robin because it needs no shared mutable state
 //! (no lock or atomic contended by every worker thread on every request) and because many proxies
@@ -10,11 +17,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, debug_span};
 
 use crate::pool::Pool;
 
@@ -22,7 +31,7 @@ use crate::pool::Pool;
 const DECAY: Duration = Duration::from_secs(10);
 /// Estimate for an endpoint nobody has measured yet.
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
-/// How long an endpoint that refused a connection is avoided, doubling per failure up to the cap.
+/// How long a failed endpoint waits before it is dialled again, doubling per failure up to the cap.
 const FAIL_BASE: Duration = Duration::from_millis(250);
 const FAIL_MAX: Duration = Duration::from_secs(10);
 
@@ -39,7 +48,10 @@ pub(crate) struct EndpointState {
     pending: AtomicU64,
     ewma: Mutex<PeakEwma>,
     consecutive_failures: AtomicU32,
-    failing_until: Mutex<Option<Instant>>,
+    /// When the failing endpoint may be dialled again.
+    retry_at: Mutex<Option<Instant>>,
+    /// A background dial is under way.
+    probing: AtomicBool,
 }
 
 /// Keeps an endpoint's pending count up while a request is in flight.
@@ -59,7 +71,8 @@ impl EndpointState {
             pending: AtomicU64::new(0),
             ewma: Mutex::new(PeakEwma { estimate_ns: DEFAULT_RTT.as_nanos() as f64, stamp: Instant::now() }),
             consecutive_failures: AtomicU32::new(0),
-            failing_until: Mutex::new(None),
+            retry_at: Mutex::new(None),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -92,22 +105,52 @@ impl EndpointState {
     pub fn mark_failed(&self) {
         let n = self.consecutive_failures.fetch_add(1, Relaxed).min(16);
         let backoff = FAIL_BASE.saturating_mul(1 << n).min(FAIL_MAX);
-        *self.failing_until.lock().expect("health lock") = Some(Instant::now() + backoff);
+        *self.retry_at.lock().expect("health lock") = Some(Instant::now() + backoff);
     }
 
     pub fn mark_ok(&self) {
         if self.consecutive_failures.swap(0, Relaxed) > 0 {
-            *self.failing_until.lock().expect("health lock") = None;
+            *self.retry_at.lock().expect("health lock") = None;
         }
     }
 
-    fn is_failing(&self, now: Instant) -> bool {
-        self.failing_until.lock().expect("health lock").is_some_and(|t| now < t)
+    /// Failed, and not answered since.
+    fn is_failing(&self) -> bool {
+        self.consecutive_failures.load(Relaxed) > 0
+    }
+
+    /// Dials a failing endpoint in the background once its backoff is over (one dial at a time):
+    /// success brings it back, failure doubles the wait. Needs a Tokio runtime; without one the
+    /// endpoint waits for a request to reach it.
+    fn probe_if_due(self: &Arc<Self>, now: Instant) {
+        let due = self.retry_at.lock().expect("health lock").is_none_or(|t| now >= t);
+        if !due || self.probing.swap(true, Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.probing.store(false, Relaxed);
+            return;
+        };
+        let (weak, addr, timeout) = (Arc::downgrade(self), self.addr, self.pool.connect_timeout());
+        let probe = async move {
+            let connected = matches!(tokio::time::timeout(timeout, TcpStream::connect(addr)).await, Ok(Ok(_)));
+            debug!(connected, "probed a failing endpoint");
+            if let Some(endpoint) = weak.upgrade() {
+                if connected {
+                    endpoint.mark_ok();
+                } else {
+                    endpoint.mark_failed();
+                }
+                endpoint.probing.store(false, Relaxed);
+            }
+        };
+        runtime.spawn(probe.instrument(debug_span!("probe", %addr)));
     }
 }
 
 /// Power of two choices: two distinct endpoints at random, the one with the lower load wins.
-/// Endpoints that recently refused connections lose to any healthy one. `endpoints` is non-empty.
+/// Endpoints that refused connections lose to any healthy one (and are probed in the background
+/// when drawn). `endpoints` is non-empty.
 pub(crate) fn pick_endpoint(endpoints: &[Arc<EndpointState>]) -> &Arc<EndpointState> {
     let n = endpoints.len();
     if n == 1 {
@@ -120,16 +163,25 @@ pub(crate) fn pick_endpoint(endpoints: &[Arc<EndpointState>]) -> &Arc<EndpointSt
         b += 1;
     }
     let now = Instant::now();
-    let score = |e: &EndpointState| (e.is_failing(now), e.load(now));
+    let score = |e: &EndpointState| (e.is_failing(), e.load(now));
     let (sa, sb) = (score(&endpoints[a]), score(&endpoints[b]));
     let (winner, failing) = if (sa.0, sa.1) <= (sb.0, sb.1) { (a, sa.0) } else { (b, sb.0) };
-    if failing {
+    let chosen = if failing {
         // Both draws were failing endpoints; any healthy one beats them.
-        if let Some(healthy) = endpoints.iter().find(|e| !e.is_failing(now)) {
-            return healthy;
+        match endpoints.iter().find(|e| !e.is_failing()) {
+            Some(healthy) => healthy,
+            // Every endpoint is failing: this request tries one, which is the probe.
+            None => return &endpoints[winner],
+        }
+    } else {
+        &endpoints[winner]
+    };
+    for drawn in [&endpoints[a], &endpoints[b]] {
+        if drawn.is_failing() {
+            drawn.probe_if_due(now);
         }
     }
-    &endpoints[winner]
+    chosen
 }
 
 /// Weighted random choice over `weights`; `None` when every weight is zero.
@@ -203,7 +255,35 @@ mod tests {
             assert_eq!(pick_endpoint(&eps).addr, eps[2].addr);
         }
         eps[0].mark_ok();
-        assert!(!eps[0].is_failing(Instant::now()));
+        assert!(!eps[0].is_failing());
+    }
+
+    #[tokio::test]
+    async fn a_failed_endpoint_gets_no_requests_until_a_background_dial_succeeds() {
+        let reg = EndpointRegistry::default();
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let timeout = Duration::from_millis(200);
+        let eps = [reg.get(dead_addr, 1, timeout), reg.get(live.local_addr().unwrap(), 1, timeout)];
+        eps[0].mark_failed();
+        // Picks skip it and, once its backoff is over, dial it in the background: nothing listens,
+        // so it stays out, with a longer backoff.
+        let mut picks = 0;
+        while eps[0].consecutive_failures.load(Relaxed) < 2 {
+            assert_eq!(pick_endpoint(&eps).addr, eps[1].addr);
+            picks += 1;
+            assert!(picks < 10_000, "never probed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // It comes back once a dial gets through.
+        let _back = tokio::net::TcpListener::bind(dead_addr).await.unwrap();
+        let mut rounds = 0;
+        while pick_endpoint(&eps).addr != dead_addr {
+            rounds += 1;
+            assert!(rounds < 2_000, "never came back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!eps[0].is_failing());
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Longest method token we wait for before deciding a connection is not HTTP/1.
-const MAX_METHOD: usize = 24;
+pub(crate) const MAX_METHOD: usize = 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
@@ -25,7 +25,7 @@ pub(crate) enum Protocol {
 }
 
 /// Classifies what has been read so far; `None` means more bytes are needed.
-fn classify(buf: &[u8]) -> Option<Protocol> {
+pub(crate) fn classify(buf: &[u8]) -> Option<Protocol> {
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
         return (n == H2_PREFACE.len()).then_some(Protocol::Http2);

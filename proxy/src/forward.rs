@@ -1,7 +1,8 @@
 //! The one routing path every HTTP request takes, from either listener: find the authority's
 //! table, match a route, pick a backend by weight and an endpoint by P2C, send, and observe the
 //! outcome. Requests are retried on another pick only when nothing was sent (dial failures), so a
-//! retry can never duplicate a request.
+//! retry can never duplicate a request; each failed dial that is retried is counted against the
+//! backend it was meant for (`request_attempt_failures_total`), since the client never sees it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -57,12 +58,12 @@ pub(crate) async fn forward(
     let table = match resolved {
         Ok(table) => table,
         Err(unrouted) => {
-            metrics.record_unrouted(&unrouted.label(&authority), unrouted.reason());
-            return local(StatusCode::SERVICE_UNAVAILABLE, unrouted.reason());
+            metrics.record_unrouted(&dests.unrouted_label(&authority), unrouted.reason());
+            return local(unrouted.status(), unrouted.reason());
         }
     };
     if !table.exists() {
-        metrics.record_unrouted(&table.snapshot.authority, "service not found");
+        metrics.record_unrouted(&dests.unrouted_label(&authority), "service not found");
         return local(StatusCode::SERVICE_UNAVAILABLE, "service not found");
     }
     let Some(route) = table.route_for(req.method(), req.uri().path(), req.headers()) else {
@@ -91,6 +92,9 @@ pub(crate) async fn forward(
                 endpoint.mark_failed();
                 debug!(%error, route = %route.name, endpoint = %endpoint.addr, attempt, "dial failed");
                 if attempt < settings.max_attempts {
+                    // The client will not see this failure, but the backend failed it: counted as
+                    // a failed attempt so a dead canary endpoint shows up as dead.
+                    backend.stats.record_failed_attempt(error.attempt_failure());
                     continue;
                 }
                 return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connect failed");
@@ -102,6 +106,8 @@ pub(crate) async fn forward(
             match tokio::time::timeout(settings.request_timeout, endpoint.pool.send(conn, req)).await {
                 Ok(Ok(sent)) => sent,
                 Ok(Err(SendError::NotSent(unsent))) => {
+                    // A pooled connection the endpoint had already closed: the request never
+                    // reached the backend, nor did a new dial fail, so this is no trial of it.
                     req = *unsent;
                     if attempt < settings.max_attempts {
                         continue;
@@ -143,8 +149,8 @@ async fn tunnel(ctx: Arc<HttpContext>, req: Request<Incoming>, authority: String
         Ok(table) if table.exists() => {}
         Ok(_) => return local(StatusCode::SERVICE_UNAVAILABLE, "service not found"),
         Err(unrouted) => {
-            dests.compiler().metrics.record_unrouted(&unrouted.label(&authority), unrouted.reason());
-            return local(StatusCode::SERVICE_UNAVAILABLE, unrouted.reason());
+            dests.compiler().metrics.record_unrouted(&dests.unrouted_label(&authority), unrouted.reason());
+            return local(unrouted.status(), unrouted.reason());
         }
     }
     let dests = dests.clone();
@@ -162,21 +168,21 @@ async fn tunnel(ctx: Arc<HttpContext>, req: Request<Incoming>, authority: String
 }
 
 /// What the client dialled: the absolute-form or HTTP/2 authority, else the Host header.
-fn request_authority<B>(req: &Request<B>) -> Option<String> {
+pub(crate) fn request_authority<B>(req: &Request<B>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_string());
     }
     req.headers().get(header::HOST)?.to_str().ok().map(str::to_string)
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// HTTP/1 upstreams get an origin-form target and a Host header; HTTP/2 upstreams get a full URI
 /// (hyper derives `:scheme` and `:authority` from it). Hop-by-hop headers never cross the proxy.
 /// A target already in the right form (the usual case) is left as it is, not re-parsed.
-fn prepare_request<B>(req: &mut Request<B>, protocol: UpstreamProtocol, authority: &str) {
+pub(crate) fn prepare_request<B>(req: &mut Request<B>, protocol: UpstreamProtocol, authority: &str) {
     strip_hop_by_hop(req.headers_mut());
     let mut parts = match protocol {
         UpstreamProtocol::Http1 => {
@@ -197,11 +203,13 @@ fn prepare_request<B>(req: &mut Request<B>, protocol: UpstreamProtocol, authorit
             if req.uri().scheme().is_some() && req.uri().authority().is_some() {
                 return;
             }
-            let host = req.headers().get(header::HOST).map_or(authority.as_bytes(), HeaderValue::as_bytes);
-            let Ok(host) = Authority::try_from(host) else { return };
             let mut parts = req.uri().clone().into_parts();
-            parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(host);
+            if parts.authority.is_none() {
+                let host = req.headers().get(header::HOST).map_or(authority.as_bytes(), HeaderValue::as_bytes);
+                let Ok(host) = Authority::try_from(host) else { return };
+                parts.authority = Some(host);
+            }
+            parts.scheme.get_or_insert(Scheme::HTTP);
             parts
         }
     };
@@ -213,7 +221,7 @@ fn prepare_request<B>(req: &mut Request<B>, protocol: UpstreamProtocol, authorit
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus legacy ones).
 /// `HeaderName`s, not strings, so removing them does not parse names on every request.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -224,7 +232,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
 ];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) names finds which hop-by-hop headers are present, so a message
     // carrying none, or only `connection: keep-alive`, costs no lookup per listed name.
     let mut present = 0u16;

@@ -10,6 +10,7 @@
 
 mod admin;
 mod app;
+mod authorities;
 mod balance;
 mod body;
 mod config;
@@ -20,6 +21,8 @@ mod forward;
 mod listener;
 mod metrics;
 mod pool;
+#[cfg(test)]
+mod props;
 mod route;
 mod tcp;
 mod telemetry;

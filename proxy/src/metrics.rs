@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use shifter_proto::LATENCY_BOUNDS_MS;
 
+use crate::authorities::Eviction;
+
 /// Reads one counter of a backend.
 type Counter = fn(&BackendStats) -> u64;
 
@@ -52,6 +54,39 @@ impl FailureClass {
     }
 }
 
+/// Why one attempt to send a request to a backend failed before the request reached it. The
+/// proxy retries such an attempt on a fresh pick; the `reason` label of
+/// `request_attempt_failures_total` and the keys of a telemetry window's
+/// `failed_attempts_by_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptFailure {
+    /// Nothing listens on the endpoint: the connection was refused.
+    Refused,
+    /// The connection was reset or closed before the request could be sent.
+    Reset,
+    /// The dial took longer than the connect timeout.
+    Timeout,
+    /// Any other dial error (no route to the host, out of local ports, ...).
+    Error,
+}
+
+impl AttemptFailure {
+    pub const ALL: [AttemptFailure; 4] = [Self::Refused, Self::Reset, Self::Timeout, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Outcomes since the last telemetry window closed.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Window {
@@ -59,17 +94,27 @@ pub(crate) struct Window {
     pub failures: u64,
     pub by_class: [u64; 4],
     pub latency: [u64; BUCKETS],
+    /// Failed attempts that were retried elsewhere, by [`AttemptFailure`] (in `ALL` order).
+    pub failed_attempts: [u64; 4],
 }
 
+/// Requests and failures share one word (requests in the high half, failures in the low half), so
+/// closing a window takes both at once and a window never holds more failures than requests,
+/// whatever responses are being recorded meanwhile. Half a word holds four billion responses per
+/// backend per window.
+const REQUEST_ONE: u64 = 1 << 32;
+const FAILURE_MASK: u64 = REQUEST_ONE - 1;
+
 /// The running telemetry window, as counters that closing it swaps back to zero. A response
-/// recorded while the window closes may be split between it and the next; sums over windows stay
-/// exact, which is what the controller adds up.
+/// recorded while the window closes may have its latency in one window and its request in the
+/// next; sums over windows stay exact, which is what the controller adds up.
 #[derive(Default)]
 struct WindowCounters {
-    requests: AtomicU64,
-    failures: AtomicU64,
+    /// `requests << 32 | failures`.
+    outcomes: AtomicU64,
     by_class: [AtomicU64; 4],
     latency: [AtomicU64; BUCKETS],
+    failed_attempts: [AtomicU64; 4],
 }
 
 /// Distinct (status code, failed) pairs counted without a lock; a backend answering with more
@@ -123,6 +168,8 @@ pub(crate) struct BackendStats {
     responses: StatusCounts,
     latency: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
+    /// Failed attempts retried elsewhere, by [`AttemptFailure`].
+    attempt_failures: [AtomicU64; 4],
     window: WindowCounters,
     skipped: AtomicU64,
     tcp_open: AtomicU64,
@@ -140,6 +187,7 @@ impl BackendStats {
             responses: StatusCounts::default(),
             latency: Default::default(),
             latency_sum_us: AtomicU64::new(0),
+            attempt_failures: Default::default(),
             window: WindowCounters::default(),
             skipped: AtomicU64::new(0),
             tcp_open: AtomicU64::new(0),
@@ -174,11 +222,17 @@ impl BackendStats {
         let w = &self.window;
         w.latency[bucket].fetch_add(1, Relaxed);
         if let Some(class) = failure {
-            w.failures.fetch_add(1, Relaxed);
             w.by_class[FailureClass::ALL.iter().position(|c| *c == class).unwrap_or(0)].fetch_add(1, Relaxed);
         }
-        // Last, so a window that counts this request already holds the rest of its outcome.
-        w.requests.fetch_add(1, Relaxed);
+        w.outcomes.fetch_add(REQUEST_ONE | u64::from(failure.is_some()), Relaxed);
+    }
+
+    /// An attempt to send a request here failed before the request reached the backend, and the
+    /// request is being retried on a fresh pick. Not a response: `response_total` counts the
+    /// response once, under the backend that answered it.
+    pub fn record_failed_attempt(&self, why: AttemptFailure) {
+        self.attempt_failures[why.index()].fetch_add(1, Relaxed);
+        self.window.failed_attempts[why.index()].fetch_add(1, Relaxed);
     }
 
     #[cfg(test)]
@@ -205,15 +259,17 @@ impl BackendStats {
     /// Closes the current telemetry window: returns it (if anything happened) and starts a new one.
     pub fn take_window(&self) -> Option<(Window, (String, String, u64))> {
         let c = &self.window;
-        let requests = c.requests.swap(0, Relaxed);
-        if requests == 0 {
+        let outcomes = c.outcomes.swap(0, Relaxed);
+        let failed_attempts: [u64; 4] = std::array::from_fn(|i| c.failed_attempts[i].swap(0, Relaxed));
+        if outcomes == 0 && failed_attempts == [0; 4] {
             return None;
         }
         let w = Window {
-            requests,
-            failures: c.failures.swap(0, Relaxed),
+            requests: outcomes >> 32,
+            failures: outcomes & FAILURE_MASK,
             by_class: std::array::from_fn(|i| c.by_class[i].swap(0, Relaxed)),
             latency: std::array::from_fn(|i| c.latency[i].swap(0, Relaxed)),
+            failed_attempts,
         };
         Some((w, self.apex.lock().expect("apex lock").clone()))
     }
@@ -232,6 +288,11 @@ pub(crate) struct Metrics {
     pub connections_rejected: AtomicU64,
     /// Requests answered by the proxy itself before a backend was chosen, by reason.
     unrouted: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Outbound authorities watched now, and remembered as not existing.
+    authorities_watched: AtomicU64,
+    authorities_unknown: AtomicU64,
+    /// Outbound authorities dropped: idle, to make room.
+    authority_evictions: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -244,6 +305,15 @@ impl Metrics {
         let mut v: Vec<_> = self.backends.lock().expect("metrics lock").values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
+    }
+
+    pub fn set_authority_counts(&self, watched: usize, unknown: usize) {
+        self.authorities_watched.store(watched as u64, Relaxed);
+        self.authorities_unknown.store(unknown as u64, Relaxed);
+    }
+
+    pub fn record_authority_eviction(&self, why: Eviction) {
+        self.authority_evictions[why as usize].fetch_add(1, Relaxed);
     }
 
     pub fn record_unrouted(&self, authority: &str, reason: &'static str) {
@@ -273,6 +343,20 @@ impl Metrics {
             for ((status, failed), n) in responses {
                 let class = if *failed { "failure" } else { "success" };
                 let _ = writeln!(out, "response_total{{{l},classification=\"{class}\",status_code=\"{status}\"}} {n}");
+            }
+        }
+        family(
+            &mut out,
+            "request_attempt_failures_total",
+            "counter",
+            "Attempts that failed before the request reached the backend and were retried on a fresh pick, by reason; the response is counted once in response_total, under the backend that answered.",
+        );
+        for (b, l, ..) in &snaps {
+            for why in AttemptFailure::ALL {
+                let n = b.attempt_failures[why.index()].load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "request_attempt_failures_total{{{l},reason=\"{}\"}} {n}", why.as_str());
+                }
             }
         }
         family(
@@ -327,6 +411,26 @@ impl Metrics {
                 out,
                 "proxy_unrouted_total{{direction=\"{DIRECTION}\",authority=\"{a}\",reason=\"{reason}\"}} {n}"
             );
+        }
+        family(
+            &mut out,
+            "proxy_outbound_authorities",
+            "gauge",
+            "Authorities the outbound listener watches, and remembers as not existing.",
+        );
+        let _ =
+            writeln!(out, "proxy_outbound_authorities{{state=\"watched\"}} {}", self.authorities_watched.load(Relaxed));
+        let _ =
+            writeln!(out, "proxy_outbound_authorities{{state=\"unknown\"}} {}", self.authorities_unknown.load(Relaxed));
+        family(
+            &mut out,
+            "proxy_outbound_authority_evictions_total",
+            "counter",
+            "Outbound authorities dropped with their watch: idle, or to make room for a new one.",
+        );
+        for why in [Eviction::Idle, Eviction::Capacity] {
+            let n = self.authority_evictions[why as usize].load(Relaxed);
+            let _ = writeln!(out, "proxy_outbound_authority_evictions_total{{reason=\"{}\"}} {n}", why.as_str());
         }
         family(&mut out, "proxy_connections_rejected_total", "counter", "Connections closed at accept by the limit.");
         let _ = writeln!(out, "proxy_connections_rejected_total {}", self.connections_rejected.load(Relaxed));
@@ -397,6 +501,50 @@ mod tests {
         }
         assert!(text.contains(&format!("response_total{{{l},classification=\"failure\",status_code=\"500\"}} 1\n")));
         assert!(text.contains(&format!("response_latency_ms_count{{{l}}} 61\n")));
+    }
+
+    #[test]
+    fn failed_attempts_are_counted_apart_from_responses() {
+        let m = Metrics::default();
+        let canary = m.backend(key("web-v2"));
+        canary.record_failed_attempt(AttemptFailure::Refused);
+        canary.record_failed_attempt(AttemptFailure::Refused);
+        canary.record_failed_attempt(AttemptFailure::Timeout);
+        let text = m.render();
+        let l = "direction=\"outbound\",authority=\"web.shop:80\",dst_namespace=\"shop\",dst_service=\"web-v2\"";
+        assert!(text.contains(&format!("request_attempt_failures_total{{{l},reason=\"refused\"}} 2\n")), "{text}");
+        assert!(text.contains(&format!("request_attempt_failures_total{{{l},reason=\"timeout\"}} 1\n")));
+        assert!(!text.contains("reason=\"reset\""), "reasons that never happened are not rendered");
+        assert!(!text.contains("response_total{"), "no response was counted: {text}");
+        // A window with nothing but failed attempts is still sent: a dead backend shows up.
+        let (w, _) = canary.take_window().expect("a window");
+        assert_eq!((w.requests, w.failures, w.failed_attempts), (0, 0, [2, 0, 1, 0]));
+        assert!(canary.take_window().is_none());
+    }
+
+    #[test]
+    fn a_window_never_holds_more_failures_than_requests_while_responses_arrive() {
+        let m = Metrics::default();
+        let b = m.backend(key("web-v1"));
+        let total = 20_000u64;
+        let windows = std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..total / 2 {
+                        b.record_response(500, Some(FailureClass::Http5xx), Duration::from_millis(1));
+                    }
+                });
+            }
+            let mut windows = Vec::new();
+            while windows.iter().map(|w: &Window| w.requests).sum::<u64>() < total {
+                if let Some((w, _)) = b.take_window() {
+                    windows.push(w);
+                }
+            }
+            windows
+        });
+        assert!(windows.iter().all(|w| w.failures <= w.requests), "{windows:?}");
+        assert_eq!(windows.iter().map(|w| w.failures).sum::<u64>(), total);
     }
 
     #[test]

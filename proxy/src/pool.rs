@@ -18,6 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, debug_span};
 
+use crate::metrics::AttemptFailure;
+
 /// How the proxy speaks to the endpoint: the same protocol the client spoke to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UpstreamProtocol {
@@ -33,6 +35,32 @@ pub(crate) enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("handshake: {0}")]
     Handshake(#[from] hyper::Error),
+}
+
+impl ConnectError {
+    /// How this failed dial is counted against the endpoint's backend.
+    pub fn attempt_failure(&self) -> AttemptFailure {
+        use std::io::ErrorKind;
+        match self {
+            Self::Timeout => AttemptFailure::Timeout,
+            Self::Io(e) if e.kind() == ErrorKind::ConnectionRefused => AttemptFailure::Refused,
+            Self::Io(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                        | ErrorKind::UnexpectedEof
+                ) =>
+            {
+                AttemptFailure::Reset
+            }
+            Self::Io(_) => AttemptFailure::Error,
+            // The only handshake that reads from the peer is HTTP/2's: the endpoint accepted the
+            // connection and then closed or reset it.
+            Self::Handshake(_) => AttemptFailure::Reset,
+        }
+    }
 }
 
 pub(crate) enum SendError {
@@ -58,6 +86,10 @@ pub(crate) struct Pool {
 impl Pool {
     pub fn new(addr: SocketAddr, max_idle: usize, connect_timeout: Duration) -> Self {
         Self { addr, idle: Mutex::default(), shared_h2: Default::default(), max_idle, connect_timeout }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// A ready connection: a pooled one when there is one, else a new one.

@@ -46,12 +46,12 @@ pub(crate) async fn connect(authority: &str, dests: &Arc<Destinations>) -> Optio
     let metrics = &dests.compiler().metrics;
     let table = match dests.resolve(authority).await {
         Ok(table) if table.exists() => table,
-        Ok(table) => {
-            metrics.record_unrouted(&table.snapshot.authority, "service not found");
+        Ok(_) => {
+            metrics.record_unrouted(&dests.unrouted_label(authority), "service not found");
             return None;
         }
         Err(unrouted) => {
-            metrics.record_unrouted(&unrouted.label(authority), unrouted.reason());
+            metrics.record_unrouted(&dests.unrouted_label(authority), unrouted.reason());
             return None;
         }
     };

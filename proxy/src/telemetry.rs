@@ -13,11 +13,11 @@ use shifter_proto::v1::{BackendWindow, TelemetryWindow};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{Instrument, debug, debug_span};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::watch::{Controller, backoff};
 use crate::destinations::Destinations;
-use crate::metrics::{FailureClass, Metrics};
+use crate::metrics::{AttemptFailure, FailureClass, Metrics};
 
 type ReportCall = JoinHandle<Result<tonic::Response<shifter_proto::v1::ReportAck>, tonic::Status>>;
 
@@ -46,6 +46,12 @@ fn close_window(
                     .filter(|(_, n)| *n > 0)
                     .map(|(c, n)| (c.as_str().to_string(), n))
                     .collect();
+            let failed_attempts_by_reason = AttemptFailure::ALL
+                .iter()
+                .zip(w.failed_attempts)
+                .filter(|(_, n)| *n > 0)
+                .map(|(why, n)| (why.as_str().to_string(), n))
+                .collect();
             Some(BackendWindow {
                 namespace,
                 service,
@@ -56,6 +62,8 @@ fn close_window(
                 failures_by_class,
                 latency_counts: w.latency.to_vec(),
                 latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
+                failed_attempts: w.failed_attempts.iter().sum(),
+                failed_attempts_by_reason,
             })
         })
         .collect();
@@ -65,6 +73,23 @@ fn close_window(
         end_unix_ms: end,
         backends,
         applied: dests.applied(),
+    }
+}
+
+/// Says how a report stream ended. The controller refusing a window is worth a warning: this
+/// proxy's telemetry is what is wrong, and the message names the field.
+async fn log_end(call: ReportCall, queued: usize) {
+    if !call.is_finished() {
+        // The request side closed first; the answer no longer matters.
+        call.abort();
+        return debug!(queued, "telemetry stream ended");
+    }
+    match call.await {
+        Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+            warn!(message = status.message(), "the controller rejected a telemetry window")
+        }
+        Ok(Err(status)) => debug!(code = ?status.code(), message = status.message(), queued, "telemetry stream ended"),
+        _ => debug!(queued, "telemetry stream ended"),
     }
 }
 
@@ -92,8 +117,9 @@ pub(crate) async fn report(dests: Arc<Destinations>, controller: Controller) {
         enqueue(&mut queue, close_window(metrics, &dests, &controller, start, end), settings.telemetry_buffer);
         start = end;
         if stream.as_ref().is_some_and(|(tx, call)| tx.is_closed() || call.is_finished()) {
-            debug!(queued = queue.len(), "telemetry stream ended");
-            stream = None;
+            if let Some((_, call)) = stream.take() {
+                log_end(call, queue.len()).await;
+            }
             next_try = Instant::now() + backoff(settings.backoff_base, settings.backoff_max, attempt);
             attempt = attempt.saturating_add(1);
         }

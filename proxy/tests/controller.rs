@@ -1,5 +1,6 @@
 //! Configuration from a real (test) controller over gRPC: snapshot swaps, fail-static while the
-//! controller is away, reconnection, lazy watches on the outbound listener, telemetry windows.
+//! controller is away, reconnection, lazy watches on the outbound listener, telemetry windows and
+//! the failed attempts reported in them.
 
 mod support;
 
@@ -139,4 +140,41 @@ async fn a_bearer_token_is_presented_when_the_controller_requires_one() {
     eventually("version 5 applied with the token", || async { applied_version(admin).await == 5 }).await;
     assert_eq!(get(&http1_client(), proxy.gateway_addrs()[0], "/", &[]).await.1, "web-v1");
     eventually("telemetry accepted with the token", || async { !controller.windows().is_empty() }).await;
+}
+
+#[tokio::test]
+async fn failed_attempts_on_a_dead_backend_are_reported_beside_the_responses() {
+    let live = http_backend("web-v1").await;
+    let dead = dead_addr().await;
+    let controller = TestController::start().await;
+    controller.set(split(3, &[("web-v1", 9, &[live.addr]), ("web-v2", 1, &[dead])]));
+    let proxy = start_proxy(source(&controller), test_settings()).await;
+    let admin = proxy.admin_addr().unwrap();
+    eventually("version 3 applied", || async { applied_version(admin).await == 3 }).await;
+    let seen = spread(&http1_client(), proxy.gateway_addrs()[0], 300, 3).await;
+    // Dials to web-v2 are refused and retried on a fresh pick; only a request whose every
+    // attempt landed on web-v2 (one in a thousand) reaches the client as a 502.
+    let answered = seen.get("200 web-v1").copied().unwrap_or(0) as u64;
+    let refused = 300 - answered;
+    assert_eq!(seen.get("502 ").copied().unwrap_or(0) as u64, refused, "{seen:?}");
+
+    let text = admin_get(admin, "/metrics").await.1;
+    let attempts = metric(&text, "request_attempt_failures_total", &[("dst_service", "web-v2"), ("reason", "refused")]);
+    assert!(attempts > 0, "{text}");
+    // response_total keeps its meaning: one per response a client got.
+    assert_eq!(metric(&text, "response_total", &[]), 300);
+    assert_eq!(metric(&text, "response_total", &[("dst_service", "web-v2")]), refused);
+
+    let reported = |c: &TestController, backend: &str| {
+        let windows = c.windows();
+        let mine =
+            windows.iter().flat_map(|w| &w.backends).filter(|b| b.backend == backend).cloned().collect::<Vec<_>>();
+        let sum = |f: &dyn Fn(&shifter_proto::v1::BackendWindow) -> u64| mine.iter().map(f).sum::<u64>();
+        let by_reason = sum(&|b| b.failed_attempts_by_reason.get("refused").copied().unwrap_or(0));
+        (sum(&|b| b.requests), sum(&|b| b.failures), sum(&|b| b.failed_attempts), by_reason)
+    };
+    eventually("every attempt reported", || async { reported(&controller, "web-v2").2 == attempts }).await;
+    assert_eq!(reported(&controller, "web-v2"), (refused, refused, attempts, attempts));
+    eventually("every response reported", || async { reported(&controller, "web-v1").0 == answered }).await;
+    assert_eq!(reported(&controller, "web-v1"), (answered, 0, 0, 0));
 }

@@ -75,6 +75,11 @@ async fn dead_endpoint_is_avoided() {
     let seen = spread(&http1_client(), proxy.gateway_addrs()[0], 300, 4).await;
     assert_eq!(seen.get("200 web-v1"), Some(&300), "{seen:?}");
     assert_eq!(live.hits(), 300);
+    // Finding it dead cost at most one attempt per request in flight at the time; after that it is
+    // dialled in the background, not with requests.
+    let (_, text) = admin_get(proxy.admin_addr().unwrap(), "/metrics").await;
+    let attempts = metric(&text, "request_attempt_failures_total", &[("dst_service", "web-v1"), ("reason", "refused")]);
+    assert!((1..=4).contains(&attempts), "{attempts} failed attempts");
 }
 
 #[tokio::test]

@@ -166,7 +166,7 @@ fn backend_second(rng: &mut Rng, requests: u64, failure: f64, latency: &LatencyM
     for _ in 0..requests {
         latency_counts[latency.sample(rng)] += 1;
     }
-    BackendCounts { requests, failures: rng.binomial(requests, failure), latency_counts }
+    BackendCounts { requests, failures: rng.binomial(requests, failure), latency_counts, failed_attempts: 0 }
 }
 
 /// Generates the stable-only baseline before the rollout and then every second of it.

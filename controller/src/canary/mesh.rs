@@ -8,6 +8,11 @@ impl MeshSource for TelemetryStore {
     fn counts(&self, namespace: &str, service: &str, backend: &str, from_unix_s: i64, to_unix_s: i64) -> BackendCounts {
         let c =
             TelemetryStore::counts(self, &(namespace.into(), service.into(), backend.into()), from_unix_s, to_unix_s);
-        BackendCounts { requests: c.requests, failures: c.failures, latency_counts: c.latency_counts }
+        BackendCounts {
+            requests: c.requests,
+            failures: c.failures,
+            latency_counts: c.latency_counts,
+            failed_attempts: c.failed_attempts,
+        }
     }
 }

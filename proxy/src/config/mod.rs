@@ -28,8 +28,16 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// How long a request for a newly seen authority waits for its first snapshot.
     pub first_snapshot_timeout: Duration,
-    /// Authorities the outbound listener watches at most.
+    /// Authorities the outbound listener watches at most; a new one past this displaces an idle,
+    /// unresolved or least recently used one (gateway and static authorities are not counted).
     pub max_authorities: usize,
+    /// An outbound authority no request used for this long is dropped and its watch stopped.
+    pub authority_idle_timeout: Duration,
+    /// How long an authority the controller said does not exist is answered from memory (503
+    /// `service not found`, no watch) before the controller is asked again.
+    pub unknown_authority_ttl: Duration,
+    /// Authorities remembered as not existing, at most; the oldest is forgotten first.
+    pub max_unknown_authorities: usize,
     /// Attempts per request when dialling fails (requests are retried only when nothing was sent).
     pub max_attempts: usize,
     /// Idle HTTP/1 connections kept per upstream endpoint.
@@ -54,6 +62,9 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(30),
             first_snapshot_timeout: Duration::from_secs(5),
             max_authorities: 1_000,
+            authority_idle_timeout: Duration::from_secs(60),
+            unknown_authority_ttl: Duration::from_secs(5),
+            max_unknown_authorities: 10_000,
             max_attempts: 3,
             max_idle_per_endpoint: 64,
             backoff_base: Duration::from_millis(100),
@@ -97,6 +108,25 @@ pub(crate) fn normalize_authority(authority: &str) -> String {
     if has_port { lower } else { format!("{lower}:80") }
 }
 
+/// Longest authority the outbound listener routes: a DNS name (253) plus `:65535`, with room for
+/// a bracketed IPv6 literal.
+pub(crate) const MAX_AUTHORITY_LEN: usize = 261;
+
+/// Whether a normalised authority could name anything: a host name, IPv4 or bracketed IPv6
+/// literal and a port, within [`MAX_AUTHORITY_LEN`]. Anything else is a bad request and never
+/// reaches the controller.
+pub(crate) fn is_valid_authority(normalized: &str) -> bool {
+    let Some((host, port)) = normalized.rsplit_once(':') else { return false };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']').is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    normalized.len() <= MAX_AUTHORITY_LEN && host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
 /// The short names a client inside the cluster may dial for a canonical
 /// `name.namespace.svc.cluster.local:port` authority (each maps to the same destination).
 pub(crate) fn authority_aliases(canonical: &str) -> Vec<String> {
@@ -123,6 +153,20 @@ mod tests {
         assert_eq!(normalize_authority("web.shop:8080"), "web.shop:8080");
         assert_eq!(normalize_authority("[::1]"), "[::1]:80");
         assert_eq!(normalize_authority("[::1]:9"), "[::1]:9");
+    }
+
+    #[test]
+    fn only_host_and_port_shaped_authorities_are_valid() {
+        for ok in ["web.shop:80", "web.shop.svc.cluster.local:8080", "10.0.0.1:80", "[::1]:80", "my_host:1"] {
+            assert!(is_valid_authority(&normalize_authority(ok)), "{ok}");
+        }
+        for bad in
+            ["", ":80", "web shop:80", "web.shop:0", "web.shop:99999", "[::1:80", "[zz]:80", "a/b:80", "web.shop:"]
+        {
+            assert!(!is_valid_authority(&normalize_authority(bad)), "{bad}");
+        }
+        let long = format!("{}.shop:80", "a".repeat(300));
+        assert!(!is_valid_authority(&long));
     }
 
     #[test]

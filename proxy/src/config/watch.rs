@@ -1,7 +1,9 @@
 //! The controller client: one `Destinations.Watch` stream per authority, reconnected with
 //! exponential backoff and jitter. While a stream is down the last applied snapshot keeps serving
 //! (fail-static); every snapshot received, including the first after reconnecting, replaces the
-//! authority's whole table.
+//! authority's whole table. A watch for an outbound authority ends once the controller says the
+//! authority does not exist (a snapshot with `exists: false`, or `INVALID_ARGUMENT` for a name
+//! that cannot be a Service): it is remembered as unknown instead (see `crate::authorities`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -103,6 +105,10 @@ pub(crate) async fn watch_authority(dests: Arc<Destinations>, dest: Arc<Destinat
                                     warn!(%error, authority = %dest.authority, version, "rejected snapshot; keeping the previous one")
                                 }
                             }
+                            if dests.settle_unknown(&dest) {
+                                debug!(authority = %dest.authority, "no such service; stopped watching");
+                                return;
+                            }
                         }
                         Ok(None) => {
                             debug!(authority = %dest.authority, "controller closed the watch");
@@ -114,6 +120,14 @@ pub(crate) async fn watch_authority(dests: Arc<Destinations>, dest: Arc<Destinat
                         }
                     }
                 }
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                // The controller cannot route this name at all; asking again will not change that.
+                debug!(message = status.message(), authority = %dest.authority, "not a routable authority");
+                if dests.settle_refused(&dest) {
+                    return;
+                }
+                warn!(message = status.message(), authority = %dest.authority, "the controller refuses this authority");
             }
             Err(status) => {
                 debug!(code = ?status.code(), message = status.message(), authority = %dest.authority, "controller unavailable");

@@ -26,6 +26,22 @@ struct State {
     kill: watch::Receiver<bool>,
     windows: Arc<Mutex<Vec<TelemetryWindow>>>,
     watched: Arc<Mutex<Vec<String>>>,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Counts a watch stream as open until its task ends.
+struct OpenWatch(Arc<Mutex<HashMap<String, usize>>>, String);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        let mut open = self.0.lock().unwrap();
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -35,10 +51,17 @@ impl Destinations for State {
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<SnapshotStream>, Status> {
         let authority = request.into_inner().authority;
         self.watched.lock().unwrap().push(authority.clone());
+        // Like shifter's controller, a name with no namespace cannot be a Service.
+        if !authority.contains('.') {
+            return Err(Status::invalid_argument(format!("authority {authority:?} names no namespace")));
+        }
+        *self.open.lock().unwrap().entry(authority.clone()).or_default() += 1;
+        let open = OpenWatch(self.open.clone(), authority.clone());
         let mut rx = self.snapshots.subscribe();
         let mut kill = self.kill.clone();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
+            let _open = open;
             let mut last = None;
             loop {
                 let current = rx.borrow_and_update().get(&authority).cloned().unwrap_or_else(|| Snapshot {
@@ -55,6 +78,7 @@ impl Destinations for State {
                 }
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
                     _ = killed(&mut kill) => {
                         let _ = tx.send(Err(Status::unavailable("controller stopping"))).await;
                         return;
@@ -97,6 +121,7 @@ pub struct TestController {
     snapshots: watch::Sender<HashMap<String, Snapshot>>,
     windows: Arc<Mutex<Vec<TelemetryWindow>>>,
     watched: Arc<Mutex<Vec<String>>>,
+    open: Arc<Mutex<HashMap<String, usize>>>,
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     /// Server certificate and key (PEM) when serving TLS.
     tls: Option<(String, String)>,
@@ -121,6 +146,7 @@ impl TestController {
             snapshots: watch::Sender::new(HashMap::new()),
             windows: Arc::default(),
             watched: Arc::default(),
+            open: Arc::default(),
             running: None,
             tls,
             token: None,
@@ -141,6 +167,7 @@ impl TestController {
             kill: kill.clone(),
             windows: self.windows.clone(),
             watched: self.watched.clone(),
+            open: self.open.clone(),
         };
         let mut stop = kill;
         let mut builder = tonic::transport::Server::builder();
@@ -193,8 +220,14 @@ impl TestController {
         self.windows.lock().unwrap().clone()
     }
 
+    /// Every authority a watch was asked for, in order (refused ones too).
     pub fn watched(&self) -> Vec<String> {
         self.watched.lock().unwrap().clone()
+    }
+
+    /// Watch streams open now, per authority.
+    pub fn open_watches(&self) -> HashMap<String, usize> {
+        self.open.lock().unwrap().clone()
     }
 }
 
