@@ -41,9 +41,15 @@ pub struct Index {
     changes: watch::Sender<u64>,
 }
 
+/// Channels nobody subscribes to any more are swept when the map reaches this size (and then
+/// at twice what survived), so authorities proxies asked about once cannot pile up.
+const SWEEP_AT: usize = 1024;
+
 struct Inner {
     state: ClusterState,
     published: HashMap<Authority, Channel>,
+    /// Size of `published` that triggers the next sweep.
+    sweep_at: usize,
     /// Versions start from the process start time so a restarted controller never goes back.
     next_version: u64,
 }
@@ -70,6 +76,7 @@ impl Default for Index {
             inner: Mutex::new(Inner {
                 state: ClusterState::default(),
                 published: HashMap::new(),
+                sweep_at: SWEEP_AT,
                 next_version: start_ms * 1000,
             }),
             changes: watch::Sender::new(0),
@@ -186,6 +193,11 @@ impl Index {
         self.changes.subscribe()
     }
 
+    /// How many authorities hold a channel, subscribed or not.
+    pub fn channels(&self) -> usize {
+        self.lock().published.len()
+    }
+
     /// Authorities with at least one subscriber and the version each was last sent at.
     pub fn published_versions(&self) -> Vec<(Authority, u64)> {
         self.lock()
@@ -202,6 +214,10 @@ impl DestinationIndex for Index {
         let mut inner = self.lock();
         if let Some(p) = inner.published.get(authority) {
             return p.tx.subscribe();
+        }
+        if inner.published.len() >= inner.sweep_at {
+            inner.published.retain(|_, p| p.tx.receiver_count() > 0);
+            inner.sweep_at = SWEEP_AT.max(2 * inner.published.len());
         }
         let content = with_digest(resolve::snapshot(&inner.state, authority));
         inner.next_version += 1;
@@ -231,7 +247,7 @@ impl Inner {
     /// snapshot where the content changed. Authorities nobody watches any more are dropped.
     fn republish(&mut self, namespace: Option<&str>) {
         self.published.retain(|_, p| p.tx.receiver_count() > 0);
-        let Inner { state, published, next_version } = self;
+        let Inner { state, published, next_version, .. } = self;
         for (authority, p) in published.iter_mut() {
             if namespace.is_some_and(|ns| ns != authority.namespace) {
                 continue;

@@ -336,3 +336,16 @@ fn a_relist_forgets_objects_that_vanished() {
     assert_eq!(routes(&index.current(&authority("web.shop:80")))[0][0].0, "web");
     assert!(index.split_keys().is_empty());
 }
+
+#[test]
+fn authorities_asked_about_once_do_not_pile_up() {
+    let index = shop();
+    for i in 0..20_000 {
+        // A proxy asks about a made-up name, gets "does not exist", and hangs up.
+        let rx = index.watch(&authority(&format!("junk-{i}.shop.svc.cluster.local:80")));
+        assert!(!rx.borrow().snapshot.exists);
+    }
+    let kept = index.watch(&authority("web.shop.svc.cluster.local:80"));
+    assert!(index.channels() <= 2 * super::SWEEP_AT, "{} channels kept", index.channels());
+    assert!(kept.borrow().snapshot.exists, "a real authority is still served");
+}
