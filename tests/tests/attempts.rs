@@ -26,8 +26,6 @@ const CANARY_WEIGHT: u32 = 10;
 const REQUIRED: Duration = Duration::from_secs(30);
 /// The controller judges telemetry this old and older (it may still be arriving before).
 const FLUSH_DELAY: Duration = Duration::from_secs(2);
-/// How often the canary controller looks at each Canary, which runs a tick when one is due.
-const CANARY_LOOP: Duration = Duration::from_millis(500);
 /// From the controller's status write to this test seeing it through kubectl.
 const STATUS_VISIBLE: Duration = Duration::from_secs(2);
 
@@ -35,8 +33,8 @@ const STATUS_VISIBLE: Duration = Duration::from_secs(2);
 /// already under analysis. The first refused dials land in a telemetry window that closes within
 /// one `telemetry_interval`; its second is judged once `FLUSH_DELAY` has passed after it ends (one
 /// more second). A tick that catches only the first instants after the death may hold too few
-/// failed attempts to decide, but the next one, an `interval` (plus a loop period) later, holds a
-/// whole interval of them, far more than the evidence needs (see the analysis test
+/// failed attempts to decide, but the next one, an `interval` later (each Canary ticks on its own
+/// schedule), holds a whole interval of them, far more than the evidence needs (see the analysis test
 /// `a_dead_canary_endpoint_fails_on_its_first_tick_by_its_failed_attempts`). Then the status
 /// write has to become visible.
 fn rollback_bound() -> Duration {
@@ -44,7 +42,7 @@ fn rollback_bound() -> Duration {
     let target =
         Target { namespace: "shop".into(), service: "web".into(), stable: "web-v1".into(), canary: "web-v2".into() };
     let interval = Duration::from_secs(AnalyzerConfig::defaults(target).interval_s as u64);
-    telemetry + Duration::from_secs(1) + FLUSH_DELAY + 2 * (interval + CANARY_LOOP) + STATUS_VISIBLE
+    telemetry + Duration::from_secs(1) + FLUSH_DELAY + 2 * interval + STATUS_VISIBLE
 }
 
 fn canary_json(cluster: &Cluster) -> Value {
