@@ -201,7 +201,7 @@ async fn a_canary_300ms_slower_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_traffic_it_holds_then_rolls_back_at_the_deadline() {
-    let r = rollout("[{weight: 20}, {weight: 50}]", "8s").await;
+    let r = rollout("[{weight: 20}, {weight: 50}]", "10s").await;
     wait_until(Duration::from_secs(20), || r.phase() == "Progressing", || "never started".into());
     // Three ticks judged the step (interval 1s) and none moved it.
     let c = wait_for_verdicts(&r.cluster, 3, Duration::from_secs(20));
@@ -215,7 +215,7 @@ async fn without_traffic_it_holds_then_rolls_back_at_the_deadline() {
     assert_eq!(phase, "RolledBack");
     let rolled = condition(&c, "RolledBack");
     assert_eq!(rolled["reason"], "ProgressDeadlineExceeded");
-    assert!(rolled["message"].as_str().unwrap().contains("no progress for 8s"), "{rolled}");
+    assert!(rolled["message"].as_str().unwrap().contains("no progress for 10s"), "{rolled}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
 //! Faults end to end. A real Prometheus scraping the proxies judges canaries: it promotes a healthy
 //! one and rolls back a failing one; when it stops mid-analysis the verdicts turn to Error and the
 //! canary is rolled back at its failure limit, never promoted. A crashed canary endpoint process is
-//! avoided by the proxy and the canary is judged only on the failures clients could have seen; with
-//! every canary endpoint dead it is rolled back on the connection failures the proxy counted. An
+//! avoided by the proxy (dialled in the background, not with requests), so clients see no failure
+//! and the step still passes; with every canary endpoint dead it is rolled back on the connection
+//! failures the proxy counted. An
 //! API server stopped or crashed mid-rollout loses nothing it acknowledged, and the rollout and
 //! kubectl changes carry on.
 
