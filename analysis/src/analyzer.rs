@@ -163,17 +163,33 @@ impl Analyzer {
         self.state.judged_until = self.state.judged_until.max(now_unix_s);
     }
 
-    /// Stable's latency before the rollout, used to choose exceedance thresholds up front.
+    /// Stable's traffic before the rollout: its latency chooses exceedance thresholds up front,
+    /// and its seconds (when the source keeps them) say how its failures and slow requests
+    /// cluster in time before the canary has shown anything.
     pub fn observe_baseline(&mut self, stable: &BackendCounts) {
+        let interval = self.config.interval_s.max(1) as usize;
+        let windows: Vec<&[BackendCounts]> = stable.seconds.chunks(interval).collect();
+        let history = |process: &mut RiskRatioEProcess, f: &dyn Fn(&BackendCounts) -> (u64, u64)| {
+            for window in &windows {
+                process.observe_stable_history(&window.iter().map(f).collect::<Vec<_>>());
+            }
+        };
         for (metric, state) in self.config.metrics.iter().zip(self.state.metrics.iter_mut()) {
-            if let (
-                Judge::ComparativeLatency { quantiles, .. },
-                MetricState::Latency { thresholds, processes, baseline, .. },
-            ) = (&metric.judge, state)
-                && thresholds.is_empty()
-            {
-                add_into(baseline, &stable.latency_counts);
-                choose_thresholds(quantiles, thresholds, processes, baseline);
+            match (&metric.judge, state) {
+                (_, MetricState::Failures { process, .. }) => {
+                    history(process, &|s| (s.trials(), s.failed_trials()));
+                }
+                (
+                    Judge::ComparativeLatency { quantiles, .. },
+                    MetricState::Latency { thresholds, processes, baseline, .. },
+                ) if thresholds.is_empty() => {
+                    add_into(baseline, &stable.latency_counts);
+                    choose_thresholds(quantiles, thresholds, processes, baseline);
+                    for (t, p) in thresholds.iter().zip(processes.iter_mut()) {
+                        history(p, &|s| (s.timed(), s.slower_than(*t)));
+                    }
+                }
+                _ => {}
             }
         }
         self.state.baseline_checked = true;
@@ -200,7 +216,7 @@ impl Analyzer {
             return Verdict::uniform(&names, VerdictResult::Inconclusive, &reason, from, to);
         }
         let target = self.config.target.clone();
-        if !self.state.baseline_checked && self.needs_baseline() {
+        if !self.state.baseline_checked {
             let lookback = self.config.baseline_lookback_s;
             let start = self.state.started_at;
             match provider.counts(&target, &target.stable, start - lookback, start).await {
@@ -239,10 +255,6 @@ impl Analyzer {
         self.observe(from, to, &window, custom)
     }
 
-    fn needs_baseline(&self) -> bool {
-        self.state.metrics.iter().any(|m| matches!(m, MetricState::Latency { thresholds, .. } if thresholds.is_empty()))
-    }
-
     /// Judges one window `[from, to)` of counts (and custom query values, in the order of the
     /// custom metrics). The sequential evidence keeps everything seen so far.
     pub fn observe(
@@ -262,7 +274,8 @@ impl Analyzer {
                     // Every trial counts, including attempts the proxy retried elsewhere: a failed
                     // attempt is a failed trial of the backend it was sent to.
                     (MetricState::Failures { process, attempts }, _) => {
-                        process.observe(c.trials(), c.failed_trials(), s.trials(), s.failed_trials());
+                        let trials = |x: &BackendCounts| (x.trials(), x.failed_trials());
+                        process.observe_seconds(&c.per_second(trials), &s.per_second(trials));
                         attempts.canary += c.failed_attempts;
                         attempts.stable += s.failed_attempts;
                     }
@@ -277,7 +290,8 @@ impl Analyzer {
                             add_into(canary_buckets, &c.latency_counts);
                             add_into(stable_buckets, &s.latency_counts);
                             for (t, p) in thresholds.iter().zip(processes.iter_mut()) {
-                                p.observe(c.timed(), c.slower_than(*t), s.timed(), s.slower_than(*t));
+                                let slow = |x: &BackendCounts| (x.timed(), x.slower_than(*t));
+                                p.observe_seconds(&c.per_second(slow), &s.per_second(slow));
                             }
                         }
                     }
@@ -326,9 +340,34 @@ impl Analyzer {
                 self.gate_promotion(verdict, to)
             })
             .collect();
-        let verdict = Verdict::combine(per_metric, from, to);
+        let mut verdict = Verdict::combine(per_metric, from, to);
+        if verdict.result == VerdictResult::Inconclusive && !warming {
+            // The canary's traffic since the step began: a single window of a trickle is too
+            // few requests to say how fast they come.
+            let rate = self.state.step_canary_requests as f64 / (to - self.state.step_started_at).max(1) as f64;
+            verdict.seconds_to_pass = self.seconds_to_pass(&verdict.per_metric, rate, to);
+            verdict.reason.push_str(&time_to_pass_sentence(verdict.seconds_to_pass, rate));
+        }
         debug!(result = ?verdict.result, reason = %verdict.reason, from, to, "analysis tick");
         verdict
+    }
+
+    /// About how long until every metric can pass, at `rate` canary requests per second: the
+    /// slowest metric's remaining requests, and the step's minimum volume and duration. `None`
+    /// when a metric cannot tell (no data yet, or a canary that looks too bad to pass) or there is
+    /// no canary traffic.
+    fn seconds_to_pass(&self, per_metric: &[MetricVerdict], rate: f64, to: i64) -> Option<i64> {
+        if rate <= 0.0 {
+            return None;
+        }
+        let mut requests: f64 = 0.0;
+        for m in per_metric.iter().filter(|m| m.result == VerdictResult::Inconclusive) {
+            requests = requests.max(m.requests_to_pass?);
+        }
+        let step_left = self.config.min_requests.max(1).saturating_sub(self.state.step_canary_requests) as f64;
+        let time_left = (self.state.step_started_at + self.config.min_duration_s - to).max(0) as f64;
+        let seconds = (requests.max(step_left) / rate).max(time_left);
+        Some(seconds.min(1e9).ceil() as i64)
     }
 
     fn comparison(&self, alpha: f64, tolerance: f64) -> Comparison {
@@ -348,6 +387,7 @@ impl Analyzer {
         }
         MetricVerdict {
             result: VerdictResult::Inconclusive,
+            requests_to_pass: Some(0.0),
             reason: format!(
                 "{}; but the step has {} of {} canary requests and {}s of {}s",
                 verdict.reason,
@@ -358,6 +398,28 @@ impl Analyzer {
             ),
             ..verdict
         }
+    }
+}
+
+/// "; at 0.2 canary req/s a pass needs about 3 h more — raise the canary's weight or add load
+/// with a rollout webhook", or nothing when there is no estimate.
+pub fn time_to_pass_sentence(seconds: Option<i64>, rate: f64) -> String {
+    let Some(seconds) = seconds else { return String::new() };
+    let rate = if rate >= 10.0 { format!("{rate:.0}") } else { format!("{rate:.1}") };
+    let mut sentence = format!("; at {rate} canary req/s a pass needs about {} more", human_duration(seconds));
+    if seconds > 15 * 60 {
+        sentence.push_str(" — raise the canary's weight, or add load with a rollout webhook");
+    }
+    sentence
+}
+
+/// `45s`, `12 min`, `3 h`, `2 days`: rounded, for a person.
+pub fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 90 => format!("{s}s"),
+        s if s < 90 * 60 => format!("{} min", (s + 30) / 60),
+        s if s < 48 * 3600 => format!("{} h", (s + 1800) / 3600),
+        s => format!("{} days", (s + 43_200) / 86_400),
     }
 }
 

@@ -21,11 +21,27 @@ pub struct BackendCounts {
     /// (Prometheus' `response_total` counts responses only).
     #[serde(default)]
     pub failed_attempts: u64,
+    /// The same counts second by second, when the source keeps them (the mesh does; Prometheus
+    /// does not): how failures and slow requests cluster in time (see [`crate::dispersion`]).
+    /// Empty, or summing to the totals above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seconds: Vec<BackendCounts>,
 }
 
 impl BackendCounts {
     pub fn new(requests: u64, failures: u64) -> Self {
-        BackendCounts { requests, failures, latency_counts: Vec::new(), failed_attempts: 0 }
+        BackendCounts { requests, failures, latency_counts: Vec::new(), failed_attempts: 0, seconds: Vec::new() }
+    }
+
+    /// `f` of each second, or of the whole window when the source kept no seconds.
+    pub fn per_second(&self, f: impl Fn(&BackendCounts) -> (u64, u64)) -> Vec<(u64, u64)> {
+        if self.seconds.is_empty() { vec![f(self)] } else { self.seconds.iter().map(f).collect() }
+    }
+
+    /// Adds one second's counts, keeping it as a second of this window too.
+    pub fn push_second(&mut self, second: BackendCounts) {
+        self.add(&second);
+        self.seconds.push(BackendCounts { seconds: Vec::new(), ..second });
     }
 
     /// Every trial this backend was given: each request it answered (or failed) and each attempt
@@ -50,7 +66,7 @@ impl BackendCounts {
         self.failures.min(self.requests).saturating_add(self.failed_attempts)
     }
 
-    /// Adds another window's counts to these.
+    /// Adds another window's totals to these (not its seconds: see [`BackendCounts::push_second`]).
     pub fn add(&mut self, other: &BackendCounts) {
         self.requests += other.requests;
         self.failures += other.failures;

@@ -21,6 +21,8 @@
 use serde::{Deserialize, Serialize};
 use statrs::function::beta::ln_beta;
 
+use crate::dispersion::Clustering;
+
 /// Grid points per doubling of `r`.
 pub const GRID_STEPS_PER_DOUBLING: i32 = 4;
 /// Smallest grid exponent: `r = 2^(GRID_MIN / 4) = 1/16`.
@@ -69,6 +71,18 @@ pub struct RiskRatioEProcess {
     pub matched_canary_requests: u64,
     #[serde(default)]
     pub matched_expected_events: f64,
+    /// The canary's trials and events discounted for clustering (see [`crate::dispersion`]): what
+    /// its counts are worth as independent trials. Equal to the raw counts without clustering.
+    #[serde(default)]
+    pub canary_effective: (f64, f64),
+    /// Stable's, likewise.
+    #[serde(default)]
+    pub stable_effective: (f64, f64),
+    /// How the canary's and stable's events cluster in time, from their seconds so far.
+    #[serde(default)]
+    pub canary_clustering: Clustering,
+    #[serde(default)]
+    pub stable_clustering: Clustering,
 }
 
 impl Default for RiskRatioEProcess {
@@ -82,6 +96,10 @@ impl Default for RiskRatioEProcess {
             informative_windows: 0,
             matched_canary_requests: 0,
             matched_expected_events: 0.0,
+            canary_effective: (0.0, 0.0),
+            stable_effective: (0.0, 0.0),
+            canary_clustering: Clustering::default(),
+            stable_clustering: Clustering::default(),
         }
     }
 }
@@ -91,11 +109,52 @@ impl RiskRatioEProcess {
         Self::default()
     }
 
-    /// Adds one window. Windows where either version had no requests say nothing about `r`
-    /// (the share is 0 or 1) and only update the totals.
+    /// Adds one window of independent trials. Windows where either version had no requests say
+    /// nothing about `r` (the share is 0 or 1) and only update the totals.
     pub fn observe(&mut self, canary_requests: u64, canary_events: u64, stable_requests: u64, stable_events: u64) {
+        self.observe_clustered(canary_requests, canary_events, stable_requests, stable_events, 1.0, 1.0);
+    }
+
+    /// Adds one window given each version's `(trials, events)` second by second (or one pair for
+    /// the whole window when the source kept no seconds). Clustering is measured — this window
+    /// included, so a first burst is discounted where it happens — each version from its own
+    /// seconds, and the window is added with each version's counts discounted by its inflation.
+    pub fn observe_seconds(&mut self, canary: &[(u64, u64)], stable: &[(u64, u64)]) {
+        self.canary_clustering.observe(canary);
+        self.stable_clustering.observe(stable);
+        let (phi_c, phi_b) = (self.canary_clustering.inflation(canary), self.stable_clustering.inflation(stable));
+        let total = |s: &[(u64, u64)]| s.iter().fold((0, 0), |(n, e), (sn, se)| (n + sn, e + se.min(sn)));
+        let ((n_c, e_c), (n_b, e_b)) = (total(canary), total(stable));
+        self.observe_clustered(n_c, e_c, n_b, e_b, phi_c, phi_b);
+    }
+
+    /// Stable's seconds from before the rollout, one window at a time: they say how its events
+    /// cluster before the canary has shown anything.
+    pub fn observe_stable_history(&mut self, window: &[(u64, u64)]) {
+        self.stable_clustering.observe(window);
+    }
+
+    /// Adds one window whose counts are inflated by clustering `φ` per version (canary, stable):
+    /// each version's trials and events count as `n/φ` and `e/φ` independent ones, in the share
+    /// and in the likelihood (a quasi-likelihood; see [`crate::dispersion`]).
+    pub fn observe_clustered(
+        &mut self,
+        canary_requests: u64,
+        canary_events: u64,
+        stable_requests: u64,
+        stable_events: u64,
+        phi_canary: f64,
+        phi_stable: f64,
+    ) {
         let e_c = canary_events.min(canary_requests);
         let e_b = stable_events.min(stable_requests);
+        let (phi_c, phi_b) = (phi_canary.max(1.0), phi_stable.max(1.0));
+        let (n_c, n_b) = (canary_requests as f64 / phi_c, stable_requests as f64 / phi_b);
+        let (x_c, x_b) = (e_c as f64 / phi_c, e_b as f64 / phi_b);
+        self.canary_effective.0 += n_c;
+        self.canary_effective.1 += x_c;
+        self.stable_effective.0 += n_b;
+        self.stable_effective.1 += x_b;
         self.canary_requests += canary_requests;
         self.canary_events += e_c;
         self.stable_requests += stable_requests;
@@ -108,10 +167,35 @@ impl RiskRatioEProcess {
             return;
         }
         self.informative_windows += 1;
-        let s = canary_requests as f64 / (canary_requests + stable_requests) as f64;
+        let s = n_c / (n_c + n_b);
         for (i, l) in self.log_lr.iter_mut().enumerate() {
-            *l += window_log_lr(grid_ratio(GRID_MIN + i as i32), s, e_c, e_b);
+            *l += window_log_lr(grid_ratio(GRID_MIN + i as i32), s, x_c, x_b);
         }
+    }
+
+    /// The canary's (trials, events) as independent ones: the raw counts discounted for
+    /// clustering. Older saved states without them fall back to the raw counts.
+    pub fn canary_counts(&self) -> (f64, f64) {
+        if self.canary_effective.0 > 0.0 || self.canary_requests == 0 {
+            self.canary_effective
+        } else {
+            (self.canary_requests as f64, self.canary_events as f64)
+        }
+    }
+
+    /// Stable's (trials, events) as independent ones, likewise.
+    pub fn stable_counts(&self) -> (f64, f64) {
+        if self.stable_effective.0 > 0.0 || self.stable_requests == 0 {
+            self.stable_effective
+        } else {
+            (self.stable_requests as f64, self.stable_events as f64)
+        }
+    }
+
+    /// How much clustering discounted the canary's trials so far (1 = not at all).
+    pub fn canary_discount(&self) -> f64 {
+        let (n, _) = self.canary_counts();
+        if n > 0.0 { self.canary_requests as f64 / n } else { 1.0 }
     }
 
     /// `ln L(r_k) − ln L(1)` at grid exponent `k`; `None` off the grid.
@@ -183,15 +267,15 @@ impl RiskRatioEProcess {
 }
 
 /// `ln` of one window's likelihood ratio for risk ratio `r` against `r = 1`:
-/// `e_c·ln(π/s) + e_b·ln((1−π)/(1−s))`.
-pub fn window_log_lr(r: f64, s: f64, e_c: u64, e_b: u64) -> f64 {
+/// `e_c·ln(π/s) + e_b·ln((1−π)/(1−s))`. Counts may be fractional (discounted for clustering).
+pub fn window_log_lr(r: f64, s: f64, e_c: f64, e_b: f64) -> f64 {
     let pi = r * s / (r * s + 1.0 - s);
     let mut l = 0.0;
-    if e_c > 0 {
-        l += e_c as f64 * (pi / s).ln();
+    if e_c > 0.0 {
+        l += e_c * (pi / s).ln();
     }
-    if e_b > 0 {
-        l += e_b as f64 * ((1.0 - pi) / (1.0 - s)).ln();
+    if e_b > 0.0 {
+        l += e_b * ((1.0 - pi) / (1.0 - s)).ln();
     }
     l
 }
@@ -208,11 +292,11 @@ pub fn ln_beta_mixture_bayes_factor(e_c: u64, e_b: u64, s: f64, a: f64, b: f64) 
 const RATE_PRIOR: (f64, f64) = (0.5, 0.5);
 
 /// `ln` of the Beta-mixture e-value against "the event probability is `p`", after `events` of
-/// `trials`.
-pub fn ln_rate_evidence(events: u64, trials: u64, p: f64) -> f64 {
+/// `trials` (fractional when discounted for clustering).
+pub fn ln_rate_evidence(events: f64, trials: f64, p: f64) -> f64 {
     let (a, b) = RATE_PRIOR;
-    let x = events.min(trials) as f64;
-    let n = trials as f64;
+    let x = events.min(trials).max(0.0);
+    let n = trials.max(0.0);
     let mut l = ln_beta(a + x, b + n - x) - ln_beta(a, b);
     if x > 0.0 {
         l -= x * p.ln();
@@ -226,12 +310,12 @@ pub fn ln_rate_evidence(events: u64, trials: u64, p: f64) -> f64 {
 /// Time-uniform upper confidence bound on an event probability after `events` of `trials`:
 /// the largest `p` the Beta-mixture e-value has not rejected at level `alpha`. Holds at every
 /// tick simultaneously, so it may be checked as often as wanted. `1.0` without trials.
-pub fn rate_upper_bound(events: u64, trials: u64, alpha: f64) -> f64 {
-    if trials == 0 {
+pub fn rate_upper_bound(events: f64, trials: f64, alpha: f64) -> f64 {
+    if trials <= 0.0 {
         return 1.0;
     }
     let target = (1.0 / alpha).ln();
-    let mle = events.min(trials) as f64 / trials as f64;
+    let mle = events.min(trials).max(0.0) / trials;
     let (mut lo, mut hi): (f64, f64) = (mle, 1.0 - 1e-15);
     if ln_rate_evidence(events, trials, hi) < target {
         return 1.0;
@@ -311,10 +395,10 @@ mod tests {
 
     #[test]
     fn rate_bound_shrinks_with_clean_traffic() {
-        assert_eq!(rate_upper_bound(0, 0, 0.01), 1.0);
-        let few = rate_upper_bound(0, 200, 0.005);
-        let many = rate_upper_bound(0, 20_000, 0.005);
+        assert_eq!(rate_upper_bound(0.0, 0.0, 0.01), 1.0);
+        let few = rate_upper_bound(0.0, 200.0, 0.005);
+        let many = rate_upper_bound(0.0, 20_000.0, 0.005);
         assert!(many < few && few < 0.05, "{few} {many}");
-        assert!(rate_upper_bound(10, 1000, 0.01) > 0.01);
+        assert!(rate_upper_bound(10.0, 1000.0, 0.01) > 0.01);
     }
 }

@@ -6,7 +6,8 @@ use shifter_proto::LATENCY_BOUNDS_MS;
 use crate::analyzer::FailedAttempts;
 use crate::counts::{BackendCounts, percent, thousands};
 use crate::eprocess::{
-    FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, QUANTILE_ALTERNATIVES, RiskRatioEProcess, rate_upper_bound,
+    FAILURE_ALTERNATIVES, LATENCY_ALTERNATIVES, QUANTILE_ALTERNATIVES, RiskRatioEProcess, ln_rate_evidence,
+    rate_upper_bound,
 };
 use crate::error::ProviderError;
 use crate::verdict::{MetricVerdict, VerdictResult};
@@ -18,8 +19,39 @@ pub struct Comparison {
     pub alpha: f64,
     /// Risk ratio tolerated for promotion.
     pub tolerance: f64,
-    /// Absolute excess rate tolerated for promotion, on top of `tolerance` × stable's rate.
+    /// Absolute excess rate tolerated for promotion, on top of `tolerance` × stable's rate, while
+    /// stable's rate is low (see [`Comparison::margin_at`]).
     pub margin: f64,
+}
+
+impl Comparison {
+    /// The highest canary rate a promotion by rate may show: `tolerance` × stable's rate in the
+    /// canary's windows, plus the absolute margin.
+    pub fn allowance(&self, stable: f64) -> f64 {
+        stable * self.tolerance + self.margin
+    }
+}
+
+/// Evidence that the canary is worse than the tolerance at which promotion by rate stops.
+///
+/// The absolute margin exists for rates so low that bounding a ratio would take an absurd volume
+/// (0.1% failures: a ratio bound of 1.2 needs hundreds of thousands of requests). Where stable
+/// fails often enough for the ratio to show, the margin must not promote a canary beyond
+/// `tolerance × stable` (stable at 2%, a canary at 3% is within 2.4% + 1 point): so promotion by
+/// rate also needs the evidence against "the canary is at most `tolerance` times worse" to stay
+/// below this. It is a brake, not a verdict — it only holds a promotion back — so a modest level
+/// does: a canary within the tolerance shows this much evidence at some point in at most a tenth
+/// of rollouts (Ville), and only at that moment would its promotion wait. At low rates the
+/// evidence cannot build up and the margin works as before.
+pub const BEYOND_TOLERANCE_EVIDENCE: f64 = 10.0;
+
+/// Alternatives for that evidence, as grid offsets above the tolerance: 1.19, 1.41, 1.68 and 2×
+/// worse than it — near, because a canary just beyond the tolerance is what it must see.
+pub const BEYOND_TOLERANCE_ALTERNATIVES: [i32; 4] = [1, 2, 3, 4];
+
+/// The grid point at or just below `tolerance`.
+fn tolerance_grid_point(tolerance: f64) -> i32 {
+    (tolerance.max(1.0).log2() * crate::eprocess::GRID_STEPS_PER_DOUBLING as f64 + 1e-9).floor() as i32
 }
 
 /// Whether one event process shows harm, safety, or neither yet.
@@ -42,11 +74,26 @@ fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, spl
     {
         return Finding::Safe { how: format!("risk ratio ≤ {u:.2} ≤ tolerance {}", c.tolerance) };
     }
-    let rate_bound = rate_upper_bound(process.canary_events, process.canary_requests, a);
+    let (trials, events) = process.canary_counts();
+    let rate_bound = rate_upper_bound(events, trials, a);
+    let beyond = process.harm_evidence_at(tolerance_grid_point(c.tolerance), &BEYOND_TOLERANCE_ALTERNATIVES);
     if let Some(stable) = process.matched_stable_rate()
         && process.canary_requests > 0
-        && rate_bound <= stable * c.tolerance + c.margin
+        && rate_bound <= c.allowance(stable)
     {
+        if beyond >= BEYOND_TOLERANCE_EVIDENCE {
+            let how = format!(
+                "canary rate ≤ {} is within {} × stable's {} + {} margin, but it looks worse than {}× stable \
+                 (evidence {} ≥ {BEYOND_TOLERANCE_EVIDENCE}), so the margin does not promote it",
+                percent(rate_bound),
+                c.tolerance,
+                percent(stable),
+                percent(c.margin),
+                c.tolerance,
+                evidence_text(beyond),
+            );
+            return Finding::Open { evidence, how };
+        }
         return Finding::Safe {
             how: format!(
                 "canary rate ≤ {} ≤ {} × stable's {} (in the canary's windows) + {} margin",
@@ -59,6 +106,56 @@ fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, spl
     }
     let ratio = ratio_bound.map_or("unbounded".to_string(), |u| format!("≤ {u:.2}"));
     Finding::Open { evidence, how: format!("risk ratio {ratio}, canary rate ≤ {}", percent(rate_bound)) }
+}
+
+/// How many events at stable's rate the canary's rate is shrunk towards in [`trials_to_pass`]: a
+/// few early failures must not turn the estimate into days.
+const PRIOR_EVENTS: f64 = 30.0;
+
+/// About how many more canary trials (requests) `process` needs before promotion by rate is
+/// possible, if the canary goes on at the rate it shows — shrunk towards stable's while it has
+/// few events, so a clean start does not promise a pass from nothing. The trials are counted as
+/// the test counts them (discounted for clustering) and converted back to requests at the
+/// discount seen so far. `None` without data, or when at that rate the canary never passes.
+pub fn trials_to_pass(process: &RiskRatioEProcess, c: Comparison, split: f64) -> Option<f64> {
+    let stable = process.matched_stable_rate()?;
+    let (trials, events) = process.canary_counts();
+    let a = c.alpha / split / 2.0;
+    let allowance = c.allowance(stable);
+    if rate_upper_bound(events, trials, a) <= allowance {
+        return Some(0.0);
+    }
+    // Pseudo-events at stable's rate: the canary is assumed no worse than stable until its own
+    // events say otherwise. Stable's rate for this is never taken as exactly zero (half an event
+    // in its trials), or one early canary failure would be taken at face value.
+    let (stable_trials, stable_events) = process.stable_counts();
+    let base = (stable_events + 0.5) / (stable_trials + 1.0);
+    let prior = PRIOR_EVENTS / base;
+    let rate = (events + base * prior) / (trials + prior);
+    if rate >= allowance {
+        return None;
+    }
+    // The bound is at or below the allowance exactly when the evidence against a rate of
+    // `allowance` has reached the level (the rate is then above every rate not yet rejected).
+    let target = (1.0 / a).ln();
+    let passes = |n: f64| {
+        let x = events + rate * (n - trials);
+        x / n <= allowance && ln_rate_evidence(x, n, allowance) >= target
+    };
+    let (mut lo, mut hi) = (trials.max(1.0), trials.max(1.0) * 2.0);
+    while !passes(hi) {
+        lo = hi;
+        hi *= 2.0;
+        if hi > 1e13 {
+            return None;
+        }
+    }
+    // To within 1%: an estimate, not a promise.
+    while hi - lo > 0.01 * hi {
+        let mid = 0.5 * (lo + hi);
+        if passes(mid) { hi = mid } else { lo = mid }
+    }
+    Some((hi - trials).max(0.0) * process.canary_discount())
 }
 
 /// "canary 5% `what` vs stable 1% over 100 vs 900 `unit`".
@@ -109,15 +206,18 @@ pub fn failures(name: &str, process: &RiskRatioEProcess, attempts: FailedAttempt
             MetricVerdict { evidence: Some(evidence), ..MetricVerdict::new(name, VerdictResult::Fail, reason) }
         }
         Finding::Safe { how } => MetricVerdict::new(name, VerdictResult::Pass, format!("{rates}; {how}")),
-        Finding::Open { evidence, how } => MetricVerdict::new(
-            name,
-            VerdictResult::Inconclusive,
-            format!(
-                "{rates}; evidence {} < {}; not yet shown safe: {how}",
-                evidence_text(evidence),
-                level_text(threshold)
-            ),
-        ),
+        Finding::Open { evidence, how } => MetricVerdict {
+            requests_to_pass: trials_to_pass(process, c, 1.0),
+            ..MetricVerdict::new(
+                name,
+                VerdictResult::Inconclusive,
+                format!(
+                    "{rates}; evidence {} < {}; not yet shown safe: {how}",
+                    evidence_text(evidence),
+                    level_text(threshold)
+                ),
+            )
+        },
     };
     v.evidence = Some(process.harm_evidence(&FAILURE_ALTERNATIVES));
     v
@@ -174,16 +274,19 @@ pub fn latency(
     // The lower thresholds only make a shifted distribution show up sooner as harm.
     let verdict = match examine(&processes[last], &QUANTILE_ALTERNATIVES, c, 1.0) {
         Finding::Safe { how } => MetricVerdict::new(name, VerdictResult::Pass, format!("{}; {how}", describe(last))),
-        Finding::Open { how, .. } => MetricVerdict::new(
-            name,
-            VerdictResult::Inconclusive,
-            format!(
-                "{}; evidence {} < {}; not yet shown safe: {how}",
-                describe(last),
-                evidence_text(evidence),
-                level_text(threshold)
-            ),
-        ),
+        Finding::Open { how, .. } => MetricVerdict {
+            requests_to_pass: trials_to_pass(&processes[last], c, 1.0),
+            ..MetricVerdict::new(
+                name,
+                VerdictResult::Inconclusive,
+                format!(
+                    "{}; evidence {} < {}; not yet shown safe: {how}",
+                    describe(last),
+                    evidence_text(evidence),
+                    level_text(threshold)
+                ),
+            )
+        },
         Finding::Harm { .. } => MetricVerdict::new(
             name,
             VerdictResult::Inconclusive,

@@ -12,6 +12,7 @@
 pub mod analyzer;
 pub mod config;
 pub mod counts;
+pub mod dispersion;
 pub mod eprocess;
 pub mod error;
 pub mod judge;

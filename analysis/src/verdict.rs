@@ -15,11 +15,16 @@ pub struct MetricVerdict {
     /// Sequential evidence against "the canary is no worse", when the judge is comparative.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<f64>,
+    /// For an Inconclusive comparative metric: about how many more canary requests it needs to
+    /// pass if the canary goes on as it looks now. `None` when it cannot say (no data yet, or the
+    /// canary looks too bad to pass at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_to_pass: Option<f64>,
 }
 
 impl MetricVerdict {
     pub fn new(name: &str, result: VerdictResult, reason: impl Into<String>) -> Self {
-        MetricVerdict { name: name.to_string(), result, reason: reason.into(), evidence: None }
+        MetricVerdict { name: name.to_string(), result, reason: reason.into(), evidence: None, requests_to_pass: None }
     }
 }
 
@@ -34,6 +39,10 @@ pub struct Verdict {
     /// The judged window `[from, to)` in unix seconds.
     pub window_from: i64,
     pub window_to: i64,
+    /// For an Inconclusive verdict: about how many seconds until a Pass is possible at the
+    /// canary's current traffic, when that can be estimated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_pass: Option<i64>,
 }
 
 impl Verdict {
@@ -55,13 +64,13 @@ impl Verdict {
         } else {
             named.iter().map(|m| format!("{}: {}", m.name, m.reason)).collect::<Vec<_>>().join("; ")
         };
-        Verdict { result, reason, per_metric, window_from, window_to }
+        Verdict { result, reason, per_metric, window_from, window_to, seconds_to_pass: None }
     }
 
     /// A verdict where every metric shares the same result and reason (e.g. the source is down).
     pub fn uniform(names: &[String], result: VerdictResult, reason: &str, window_from: i64, window_to: i64) -> Verdict {
         let per_metric = names.iter().map(|n| MetricVerdict::new(n, result, reason)).collect();
-        Verdict { result, per_metric, reason: reason.to_string(), window_from, window_to }
+        Verdict { result, per_metric, reason: reason.to_string(), window_from, window_to, seconds_to_pass: None }
     }
 }
 

@@ -22,7 +22,7 @@ impl Store {
         let mut latency_counts = vec![0; LATENCY_BUCKETS];
         latency_counts[6] = requests - slow;
         latency_counts[14] = slow;
-        let counts = BackendCounts { requests, failures, latency_counts, failed_attempts: 0 };
+        let counts = BackendCounts { requests, failures, latency_counts, ..Default::default() };
         let mut map = self.seconds.lock().unwrap();
         let series = map.entry(backend.to_string()).or_default();
         series.extend((from..to).map(|t| (t, counts.clone())));

@@ -22,7 +22,11 @@ impl<T: MeshSource + ?Sized> MeshSource for Arc<T> {
     }
 }
 
-/// Reads windows from a [`MeshSource`].
+/// The longest window kept second by second; a longer one (a controller that was away for hours)
+/// is read as one total.
+pub const MAX_SECONDS: i64 = 3600;
+
+/// Reads windows from a [`MeshSource`], second by second, so clustering can be measured.
 pub struct MeshProvider<M> {
     source: M,
 }
@@ -41,7 +45,15 @@ impl<M: MeshSource> MetricsProvider for MeshProvider<M> {
         from_unix_s: i64,
         to_unix_s: i64,
     ) -> Result<BackendCounts, ProviderError> {
-        Ok(self.source.counts(&target.namespace, &target.service, backend, from_unix_s, to_unix_s))
+        let read = |from, to| self.source.counts(&target.namespace, &target.service, backend, from, to);
+        if to_unix_s - from_unix_s > MAX_SECONDS {
+            return Ok(read(from_unix_s, to_unix_s));
+        }
+        let mut counts = BackendCounts::default();
+        for t in from_unix_s..to_unix_s {
+            counts.push_second(read(t, t + 1));
+        }
+        Ok(counts)
     }
 
     async fn custom(&self, _query: &str, _target: &Target, _from: i64, _to: i64) -> Result<f64, ProviderError> {

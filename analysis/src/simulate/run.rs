@@ -36,11 +36,12 @@ fn harm(s: &Scenario, t: i64, second: &Second) -> (f64, f64) {
     (excess, slow)
 }
 
+/// A window as a provider that keeps seconds (the mesh) returns it: totals and each second.
 fn sum(seconds: &[Second]) -> WindowCounts {
     let mut w = WindowCounts::default();
     for s in seconds {
-        w.canary.add(&s.canary);
-        w.stable.add(&s.stable);
+        w.canary.push_second(s.canary.clone());
+        w.stable.push_second(s.stable.clone());
     }
     w
 }

@@ -166,7 +166,7 @@ fn backend_second(rng: &mut Rng, requests: u64, failure: f64, latency: &LatencyM
     for _ in 0..requests {
         latency_counts[latency.sample(rng)] += 1;
     }
-    BackendCounts { requests, failures: rng.binomial(requests, failure), latency_counts, failed_attempts: 0 }
+    BackendCounts { requests, failures: rng.binomial(requests, failure), latency_counts, ..Default::default() }
 }
 
 /// Generates the stable-only baseline before the rollout and then every second of it.
@@ -175,7 +175,7 @@ pub fn generate(s: &Scenario, seed: u64) -> (BackendCounts, Vec<Second>) {
     let mut baseline = BackendCounts::default();
     for _ in 0..s.baseline_s {
         let n = rng.poisson(s.total_rps);
-        baseline.add(&backend_second(&mut rng, n, s.stable_failure, &s.stable_latency));
+        baseline.push_second(backend_second(&mut rng, n, s.stable_failure, &s.stable_latency));
     }
     let mut seconds = Vec::with_capacity(s.duration_s as usize);
     for t in 0..s.duration_s {

@@ -13,6 +13,7 @@ impl MeshSource for TelemetryStore {
             failures: c.failures,
             latency_counts: c.latency_counts,
             failed_attempts: c.failed_attempts,
+            seconds: Vec::new(),
         }
     }
 }
