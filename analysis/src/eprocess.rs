@@ -393,6 +393,41 @@ mod tests {
         assert!((e.matched_stable_rate().unwrap() - 5.0 / 1010.0).abs() < 1e-12);
     }
 
+    /// The window behind most false rollbacks on bursty traffic: one second in which the canary
+    /// failed 9 of its 22 requests (and 0 otherwise) against 3 of 1,767 on stable. Counted as 9
+    /// independent failures it takes the evidence past the 200 a Fail needs; as the one burst it
+    /// is, it stays far below.
+    #[test]
+    fn a_burst_second_is_one_event_not_nine() {
+        let canary: Vec<(u64, u64)> =
+            (0..10).map(|i| (if i < 9 { 22 } else { 20 }, if i == 4 { 9 } else { 0 })).collect();
+        let stable: Vec<(u64, u64)> = (0..10).map(|i| (if i < 7 { 177 } else { 176 }, u64::from(i % 3 == 0))).collect();
+        let mut independent = RiskRatioEProcess::new();
+        independent.observe(218, 9, 1767, 4);
+        assert!(independent.harm_evidence(&FAILURE_ALTERNATIVES) > 200.0);
+        let mut clustered = RiskRatioEProcess::new();
+        // Twenty quiet windows first, as a rollout would have had.
+        for _ in 0..20 {
+            clustered.observe_seconds(&[(22, 0); 10], &[(177, 0); 10]);
+        }
+        clustered.observe_seconds(&canary, &stable);
+        let evidence = clustered.harm_evidence(&FAILURE_ALTERNATIVES);
+        assert!(evidence < 10.0, "evidence {evidence}");
+        assert!(clustered.canary_discount() > 1.0);
+    }
+
+    #[test]
+    fn independent_failures_are_not_discounted() {
+        let mut e = RiskRatioEProcess::new();
+        for k in 0..50u64 {
+            // Failures spread one per second, as independent ones mostly are at these rates.
+            let canary: Vec<(u64, u64)> = (0..10).map(|i| (5, u64::from((k + i) % 17 == 0))).collect();
+            let stable: Vec<(u64, u64)> = (0..10).map(|i| (95, u64::from((k + i) % 11 == 0))).collect();
+            e.observe_seconds(&canary, &stable);
+        }
+        assert!((e.canary_discount() - 1.0).abs() < 1e-9, "{}", e.canary_discount());
+    }
+
     #[test]
     fn rate_bound_shrinks_with_clean_traffic() {
         assert_eq!(rate_upper_bound(0.0, 0.0, 0.01), 1.0);
