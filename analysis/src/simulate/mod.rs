@@ -10,6 +10,8 @@
 //! Randomness is a seeded xoshiro256++ generator, so every run is reproducible from its seed.
 
 mod bursts;
+pub mod grid;
+pub mod measure;
 mod run;
 pub mod scenarios;
 mod stream;
