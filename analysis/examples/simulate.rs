@@ -1,79 +1,112 @@
-//! Runs shifter's analyzer and the threshold baseline on the same simulated streams and prints a
-//! Markdown table of detection times, false rollbacks and the failed requests a bad canary causes.
+//! Runs shifter's analyzer and the threshold baseline on the same simulated streams and prints, per
+//! group of scenarios, a Markdown table of detection times, false rollbacks (with a 95% upper
+//! bound for healthy canaries), promotions before any rollback and the failed requests a bad
+//! canary causes.
 //!
 //! ```text
-//! cargo run --release -p shifter-analysis --example simulate -- --seeds 500
+//! cargo run --release -p shifter-analysis --example simulate -- --seeds 2000
+//! cargo run --release -p shifter-analysis --example simulate -- --seeds 2000 --group all --threads 2
+//! cargo run --release -p shifter-analysis --example simulate -- --seeds 200 --only "shared bursts"
 //! ```
 
+use std::process::ExitCode;
 use std::time::Instant;
 
-use shifter_analysis::simulate::threshold::ThresholdConfig;
-use shifter_analysis::simulate::{
-    Scenario, Summary, failure_regression, generate, healthy_rollout, latency_regression, run_shifter, run_threshold,
-    shifted_latency, summarize, tail_latency,
-};
-use shifter_analysis::{AnalyzerConfig, Target};
+use shifter_analysis::simulate::grid::Group;
+use shifter_analysis::simulate::measure::{Judges, measure, row, table_header};
 
-fn main() {
-    let mut seeds = 500u64;
-    let mut only: Option<String> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--seeds" => seeds = args.next().and_then(|v| v.parse().ok()).expect("--seeds N"),
-            "--only" => only = args.next(),
-            other => panic!("unknown argument {other}; use --seeds N [--only NAME-SUBSTRING]"),
-        }
-    }
-    let target =
-        Target { namespace: "shop".into(), service: "web".into(), stable: "web-v1".into(), canary: "web-v2".into() };
-    let config = AnalyzerConfig::defaults(target);
-    let scenarios = [
-        failure_regression(0.001, 0.011, 1800),
-        failure_regression(0.001, 0.10, 1800),
-        latency_regression("latency shift: 1% → 2% slower than stable p99", shifted_latency(), 1800),
-        latency_regression("tail only: 1% → 2% slower than stable p99", tail_latency(), 1800),
-        healthy_rollout(3600),
-    ];
-    let baselines = [ThresholdConfig::common_defaults(1), ThresholdConfig::common_defaults(5)];
-    println!("seeds per scenario: {seeds}; judge defaults: interval 10s, alpha 0.01, tolerance 1.2\n");
-    println!(
-        "| scenario (5 vs 95 req/s) | judge | rollbacks | median detection | p90 detection | excess failed requests | excess slow requests | first Pass (median) | passed before any rollback |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for s in scenarios.iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
-        let started = Instant::now();
-        let mut ours = Vec::new();
-        let mut theirs = vec![Vec::new(); baselines.len()];
-        for seed in 0..seeds {
-            let (baseline, seconds) = generate(s, seed);
-            ours.push(run_shifter(s, &baseline, &seconds, &config));
-            for (b, out) in baselines.iter().zip(theirs.iter_mut()) {
-                out.push(run_threshold(s, &seconds, b));
-            }
-        }
-        row(s, "shifter (sequential, defaults)", &summarize(&ours, s.regression_at_s));
-        for (b, out) in baselines.iter().zip(&theirs) {
-            let name = format!("threshold 60s, ≥99%, p99 ≤ 500ms, rollback after {}", b.failed_checks_limit);
-            row(s, &name, &summarize(out, s.regression_at_s));
-        }
-        eprintln!("{}: {:.1}s", s.name, started.elapsed().as_secs_f64());
-    }
+const USAGE: &str = "usage: simulate [--seeds N] [--threads N] [--group classic|bursts|targets|trickle|noisy|all[,...]] [--only NAME-SUBSTRING]
+  --seeds    runs per scenario (default 500)
+  --threads  threads the seeds are split over (default: the machine's cores)
+  --group    scenario groups, comma-separated (default classic; all groups when --only is given)
+  --only     only scenarios whose name contains this text";
+
+struct Args {
+    seeds: u64,
+    threads: usize,
+    groups: Vec<Group>,
+    only: Option<String>,
 }
 
-fn row(s: &Scenario, judge: &str, sum: &Summary) {
-    let t = |v: Option<i64>| v.map_or_else(|| format!("> {} s", s.duration_s), |v| format!("{v} s"));
+fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
+    let value = value.ok_or_else(|| format!("{flag}: needs a value"))?;
+    value.parse().map_err(|_| format!("{flag}: {value:?} is not a whole number"))
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut seeds, mut threads, mut groups, mut only) = (500, cores, None, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seeds" => seeds = number("--seeds", args.next())?,
+            "--threads" => threads = number("--threads", args.next())?,
+            "--group" => groups = Some(Group::parse_list(&args.next().ok_or("--group: needs a value")?)?),
+            "--only" => only = Some(args.next().ok_or("--only: needs a value")?),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if threads == 0 {
+        return Err("--threads: must be at least 1".into());
+    }
+    let groups = groups.unwrap_or_else(|| if only.is_some() { Group::ALL.to_vec() } else { vec![Group::Classic] });
+    Ok(Args { seeds, threads, groups, only })
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("simulate: {e}");
+            }
+            eprintln!("{USAGE}");
+            return if e.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) };
+        }
+    };
+    let judges = Judges::defaults();
+    let names = judges.names();
+    let started = Instant::now();
+    let mut measured = 0;
     println!(
-        "| {} | {judge} | {}/{} ({:.1}%) | {} | {} | {:.1} | {:.1} | {} | {} |",
-        s.name,
-        sum.rollbacks,
-        sum.runs,
-        100.0 * sum.rollbacks as f64 / sum.runs.max(1) as f64,
-        t(sum.median_s),
-        t(sum.p90_s),
-        sum.mean_excess_failures,
-        sum.mean_excess_slow,
-        sum.median_first_pass_s.map_or("-".to_string(), |v| format!("{v} s")),
-        sum.passed_first,
+        "seeds per scenario: {}; threads: {}; judge defaults: interval 10s, alpha 0.01, tolerance 1.2",
+        args.seeds, args.threads
     );
+    for group in &args.groups {
+        let scenarios: Vec<_> = group
+            .scenarios()
+            .into_iter()
+            .filter(|g| args.only.as_ref().is_none_or(|o| g.scenario.name.contains(o.as_str())))
+            .collect();
+        if scenarios.is_empty() {
+            continue;
+        }
+        let group_started = Instant::now();
+        println!("\n### {}: {}\n\n{}", group.name(), group.title(), table_header());
+        for g in &scenarios {
+            let one = Instant::now();
+            let m = measure(&g.scenario, 0..args.seeds, args.threads, &judges);
+            for (name, summary) in names.iter().zip(&m.summaries) {
+                println!("{}", row(g, name, summary));
+            }
+            eprintln!("{}: {:.1}s", g.scenario.name, one.elapsed().as_secs_f64());
+            measured += 1;
+        }
+        eprintln!(
+            "group {}: {} scenarios in {:.1}s",
+            group.name(),
+            scenarios.len(),
+            group_started.elapsed().as_secs_f64()
+        );
+    }
+    if measured == 0 {
+        eprintln!(
+            "simulate: no scenario matched (--only {:?} in groups {:?})",
+            args.only.unwrap_or_default(),
+            args.groups
+        );
+        return ExitCode::from(2);
+    }
+    eprintln!("{measured} scenarios, {} seeds each, in {:.1}s", args.seeds, started.elapsed().as_secs_f64());
+    ExitCode::SUCCESS
 }

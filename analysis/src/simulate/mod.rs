@@ -3,14 +3,23 @@
 //! streams feed shifter's analyzer and a threshold baseline configured like common defaults, so
 //! detection times, false rollbacks and the failed requests a bad canary causes can be compared.
 //!
+//! Beyond independent failures, streams can carry failure and latency bursts (per version or
+//! shared), a drifting canary, trickle traffic and high failure rates (`scenarios`); `grid` names
+//! the scenario groups the simulation runner measures and `measure` runs them over many seeds.
+//!
 //! Randomness is a seeded xoshiro256++ generator, so every run is reproducible from its seed.
 
+mod bursts;
+pub mod grid;
+pub mod measure;
 mod run;
+pub mod scenarios;
 mod stream;
 pub mod threshold;
 
+pub use bursts::{BurstLength, Bursts, BurstsHit};
 pub use run::{Outcome, Summary, run_shifter, run_threshold, summarize};
-pub use stream::{Incident, LatencyModel, Rng, Scenario, Second, generate};
+pub use stream::{Incident, LatencyModel, Rng, Scenario, Second, Version, generate, generate_seconds};
 
 use shifter_proto::LATENCY_BOUNDS_MS;
 use statrs::function::erf::erfc;
@@ -97,6 +106,8 @@ pub fn failure_regression(stable_failure: f64, canary_failure: f64, duration_s: 
         canary_latency: healthy_latency(),
         incidents: Vec::new(),
         baseline_s: 300,
+        bursts: Vec::new(),
+        canary_failure_at_end: None,
     }
 }
 
@@ -136,5 +147,53 @@ mod tests {
         assert!((slower(&shifted_latency()) - 0.02).abs() < 1e-9, "{}", slower(&shifted_latency()));
         assert!((slower(&tail_latency()) - 0.02).abs() < 1e-12);
         assert!((tail_latency().probabilities().iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    /// FNV-1a over every count of a generated history and stream.
+    fn fingerprint(s: &Scenario, seed: u64) -> u64 {
+        let (baseline, seconds) = generate(s, seed);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |v: u64| {
+            for byte in v.to_le_bytes() {
+                h ^= u64::from(byte);
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+        };
+        let mut backend = |c: &crate::BackendCounts| {
+            for v in [c.requests, c.failures, c.failed_attempts, c.latency_counts.len() as u64] {
+                eat(v);
+            }
+            c.latency_counts.iter().for_each(|v| eat(*v));
+        };
+        backend(&baseline);
+        for s in &seconds {
+            backend(&s.canary);
+            backend(&s.stable);
+        }
+        h
+    }
+
+    #[test]
+    fn scenarios_without_bursts_give_the_streams_they_always_gave() {
+        // Fingerprints of streams generated before bursts, drift and per-second history existed:
+        // results measured on these scenarios stay comparable across versions of the harness.
+        let cases = [
+            (failure_regression(0.001, 0.011, 600), [0x519120ceb08c252d, 0xb6da51c441b0a7e0, 0xccdd9c64092315b5]),
+            (failure_regression(0.001, 0.10, 600), [0xa8ad42d2726aff64, 0x39432bda3775c5af, 0x10196b9e0a5450e8]),
+            (
+                latency_regression("s", shifted_latency(), 600),
+                [0xf3c5c6b56c50e403, 0xe317d38c1ba80150, 0xc6e375f313fe0a49],
+            ),
+            (
+                latency_regression("t", tail_latency(), 600),
+                [0xc169c7e770221727, 0x3bfce371a5fa273c, 0x8484a96d47fb1949],
+            ),
+            (healthy_rollout(900), [0xa4d5760255fcc507, 0xfe416f331bce8295, 0x14dd4a72cd07b1eb]),
+        ];
+        for (s, want) in cases {
+            for (seed, want) in [0u64, 7_000, 1_000_017].into_iter().zip(want) {
+                assert_eq!(fingerprint(&s, seed), want, "{} seed {seed}", s.name);
+            }
+        }
     }
 }

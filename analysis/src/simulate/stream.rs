@@ -1,5 +1,7 @@
-//! Seeded per-second streams of canary and stable counts.
+//! Seeded per-second streams of canary and stable counts: Poisson traffic split by weight,
+//! failures and latencies per request, with bursts, incidents, regressions and drift on top.
 
+use super::bursts::{BurstSeconds, Bursts, expected_failure, expected_slow, slow_share};
 use crate::counts::{BackendCounts, LATENCY_BUCKETS, WindowCounts};
 
 /// xoshiro256++ seeded through SplitMix64: small, fast and reproducible on every platform.
@@ -127,6 +129,13 @@ pub struct Incident {
     pub latency: LatencyModel,
 }
 
+/// One of the two versions a rollout compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Canary,
+    Stable,
+}
+
 /// What happens during one simulated rollout.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -144,16 +153,65 @@ pub struct Scenario {
     pub incidents: Vec<Incident>,
     /// Seconds of stable-only traffic before the rollout, from which latency thresholds are chosen.
     pub baseline_s: i64,
+    /// Failure and latency bursts, over the history and the rollout. Empty: every request fails
+    /// (and is slow) on its own.
+    pub bursts: Vec<Bursts>,
+    /// A canary that drifts: its failure probability grows linearly from `canary_failure` at
+    /// `regression_at_s` to this at the end of the run. `None`: it stays at `canary_failure`.
+    pub canary_failure_at_end: Option<f64>,
 }
 
 impl Scenario {
     /// The stable version's failure probability and share of requests slower than the stable p99
-    /// bucket bound at second `t`.
+    /// bucket bound at second `t` (the mean over its bursts, which are random).
     pub fn stable_rates_at(&self, t: i64) -> (f64, f64) {
-        let slow = |m: &LatencyModel| m.probabilities()[super::STABLE_P99_BUCKET + 1..].iter().sum::<f64>();
-        match self.incidents.iter().find(|i| i.from_s <= t && t < i.to_s) {
-            Some(i) => (self.stable_failure.max(i.failure), slow(&i.latency)),
-            None => (self.stable_failure, slow(&self.stable_latency)),
+        self.expected_rates(Version::Stable, t)
+    }
+
+    /// A version's chance that a request at second `t` fails, and that it is slower than the
+    /// stable p99 bucket bound, averaged over the random burst seconds.
+    pub fn expected_rates(&self, version: Version, t: i64) -> (f64, f64) {
+        let (failure, latency) = self.own_rates(version, t);
+        let processes = || self.bursts.iter().filter(|b| b.hits.hits(version));
+        match self.incident_at(t) {
+            Some(i) => (expected_failure(failure.max(i.failure), processes()), slow_share(&i.latency)),
+            None => (expected_failure(failure, processes()), expected_slow(latency, processes())),
+        }
+    }
+
+    /// A version's failure probability over the whole rollout, averaged over its seconds.
+    pub fn mean_failure(&self, version: Version) -> f64 {
+        let n = self.duration_s.max(1);
+        (0..n).map(|t| self.expected_rates(version, t).0).sum::<f64>() / n as f64
+    }
+
+    /// A version's failure probability and latency at second `t` outside bursts and incidents.
+    fn own_rates(&self, version: Version, t: i64) -> (f64, &LatencyModel) {
+        if version == Version::Stable || t < self.regression_at_s {
+            return (self.stable_failure, &self.stable_latency);
+        }
+        let failure = match self.canary_failure_at_end {
+            Some(end) => {
+                let span = (self.duration_s - self.regression_at_s).max(1) as f64;
+                self.canary_failure + (end - self.canary_failure) * (t - self.regression_at_s) as f64 / span
+            }
+            None => self.canary_failure,
+        };
+        (failure, &self.canary_latency)
+    }
+
+    fn incident_at(&self, t: i64) -> Option<&Incident> {
+        self.incidents.iter().find(|i| i.from_s <= t && t < i.to_s)
+    }
+
+    /// A version's failure probability and latency at second `t` of one drawn run: its own rates,
+    /// then its active bursts, then any incident.
+    fn rates_at<'a>(&'a self, bursts: &BurstSeconds, version: Version, t: i64) -> (f64, &'a LatencyModel) {
+        let (failure, latency) = self.own_rates(version, t);
+        let (failure, latency) = bursts.rates(&self.bursts, version, t, failure, latency);
+        match self.incident_at(t) {
+            Some(i) => (failure.max(i.failure), &i.latency),
+            None => (failure, latency),
         }
     }
 }
@@ -171,30 +229,37 @@ fn backend_second(rng: &mut Rng, requests: u64, failure: f64, latency: &LatencyM
 
 /// Generates the stable-only baseline before the rollout and then every second of it.
 pub fn generate(s: &Scenario, seed: u64) -> (BackendCounts, Vec<Second>) {
-    let mut rng = Rng::new(seed);
+    let (history, seconds) = generate_seconds(s, seed);
     let mut baseline = BackendCounts::default();
-    for _ in 0..s.baseline_s {
-        let n = rng.poisson(s.total_rps);
-        baseline.push_second(backend_second(&mut rng, n, s.stable_failure, &s.stable_latency));
+    for h in history {
+        baseline.push_second(h);
     }
-    let mut seconds = Vec::with_capacity(s.duration_s as usize);
+    (baseline, seconds)
+}
+
+/// Like [`generate`], with the stable-only history before the rollout kept second by second (a
+/// judge can measure from it how bursty the stable version is).
+pub fn generate_seconds(s: &Scenario, seed: u64) -> (Vec<BackendCounts>, Vec<Second>) {
+    let mut rng = Rng::new(seed);
+    let bursts = BurstSeconds::draw(&s.bursts, seed, -s.baseline_s, s.duration_s);
+    let mut history = Vec::with_capacity(s.baseline_s.max(0) as usize);
+    for t in -s.baseline_s..0 {
+        let n = rng.poisson(s.total_rps);
+        let (failure, latency) = bursts.rates(&s.bursts, Version::Stable, t, s.stable_failure, &s.stable_latency);
+        history.push(backend_second(&mut rng, n, failure, latency));
+    }
+    let mut seconds = Vec::with_capacity(s.duration_s.max(0) as usize);
     for t in 0..s.duration_s {
         let share = s.steps.iter().rev().find(|(at, _)| *at <= t).map_or(0.0, |(_, w)| *w);
-        let incident = s.incidents.iter().find(|i| i.from_s <= t && t < i.to_s);
-        let regressed = t >= s.regression_at_s;
-        let (cf, cl) =
-            if regressed { (s.canary_failure, &s.canary_latency) } else { (s.stable_failure, &s.stable_latency) };
-        let (cf, cl, sf, sl) = match incident {
-            Some(i) => (cf.max(i.failure), &i.latency, s.stable_failure.max(i.failure), &i.latency),
-            None => (cf, cl, s.stable_failure, &s.stable_latency),
-        };
+        let (cf, cl) = s.rates_at(&bursts, Version::Canary, t);
+        let (sf, sl) = s.rates_at(&bursts, Version::Stable, t);
         let nc = rng.poisson(s.total_rps * share);
         let nb = rng.poisson(s.total_rps * (1.0 - share));
         let canary = backend_second(&mut rng, nc, cf, cl);
         let stable = backend_second(&mut rng, nb, sf, sl);
         seconds.push(WindowCounts { canary, stable });
     }
-    (baseline, seconds)
+    (history, seconds)
 }
 
 #[cfg(test)]
@@ -227,6 +292,8 @@ mod tests {
             canary_latency: super::super::healthy_latency(),
             incidents: vec![],
             baseline_s: 5,
+            bursts: vec![],
+            canary_failure_at_end: None,
         };
         assert_eq!(generate(&s, 3), generate(&s, 3));
         assert_ne!(generate(&s, 3), generate(&s, 4));
