@@ -41,7 +41,7 @@ use crate::verdict::{MetricVerdict, Verdict, VerdictResult};
 pub enum MetricState {
     Failures {
         /// Evidence on failed trials: requests and failed attempts (see [`BackendCounts::trials`]).
-        process: RiskRatioEProcess,
+        process: Box<RiskRatioEProcess>,
         /// Failed attempts among the trials, to say how much of the evidence they are.
         #[serde(default)]
         attempts: FailedAttempts,
@@ -102,9 +102,10 @@ impl Analyzer {
             .metrics
             .iter()
             .map(|m| match &m.judge {
-                Judge::ComparativeFailures { .. } => {
-                    MetricState::Failures { process: RiskRatioEProcess::new(), attempts: FailedAttempts::default() }
-                }
+                Judge::ComparativeFailures { .. } => MetricState::Failures {
+                    process: Box::new(RiskRatioEProcess::new()),
+                    attempts: FailedAttempts::default(),
+                },
                 Judge::ComparativeLatency { .. } => MetricState::Latency {
                     thresholds: Vec::new(),
                     processes: Vec::new(),

@@ -28,6 +28,13 @@ pub const SCALES: [usize; 3] = [1, 2, 5];
 /// How many standard errors the measured excess must clear before it counts as clustering.
 pub const NOISE_Z: f64 = 2.0;
 
+/// The same for what a single window shows on its own (see `local_rho`).
+pub const LOCAL_NOISE_Z: f64 = 2.0;
+
+/// Windows compared with each other to see bursts that outlast a window (the current one and the
+/// ones just before it).
+pub const WINDOW_GROUP: usize = 12;
+
 /// Method-of-moments sums for `ρ` at each of [`SCALES`], over every window seen so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +47,15 @@ pub struct Clustering {
     /// `Σ Var(S)` per scale were slices binomial: the noise the excess must clear.
     #[serde(default)]
     noise: [f64; SCALES.len()],
+    /// The same three sums with whole windows as the slices, over groups of [`WINDOW_GROUP`]
+    /// consecutive windows: bursts that outlast a window.
+    #[serde(default)]
+    windows: [f64; 3],
+    /// The totals `(trials, events)` of the last [`WINDOW_GROUP`] windows, the current one last.
+    #[serde(default)]
+    recent: Vec<(u64, u64)>,
+    #[serde(default)]
+    windows_seen: u64,
 }
 
 impl Clustering {
@@ -53,6 +69,30 @@ impl Clustering {
                 self.noise[i] += noise;
             }
         }
+        let total = pool(seconds, seconds.len().max(1)).first().copied().unwrap_or((0, 0));
+        self.recent.push(total);
+        if self.recent.len() > WINDOW_GROUP {
+            self.recent.remove(0);
+        }
+        // Every window starts a comparison with the ones before it, so each window's scatter is
+        // counted in up to WINDOW_GROUP overlapping groups: its noise is counted as often and as
+        // correlated (variance × the overlap), or noise would pass for clustering.
+        self.windows_seen += 1;
+        if let Some((excess, scale, noise)) = moments(&self.recent) {
+            let overlap = self.recent.len() as f64;
+            self.windows[0] += excess;
+            self.windows[1] += scale;
+            self.windows[2] += noise * overlap;
+        }
+    }
+
+    /// The correlation between requests of one window, beyond noise (see [`Clustering::rho`]).
+    pub fn rho_windows(&self) -> f64 {
+        let [excess, scale, noise] = self.windows;
+        if scale <= 0.0 {
+            return 0.0;
+        }
+        ((excess - NOISE_Z * noise.sqrt()) / scale).clamp(0.0, 1.0)
     }
 
     /// The intra-slice correlation at scale index `i` that the data show beyond noise: the
@@ -67,21 +107,27 @@ impl Clustering {
         (clear / self.scale[i]).clamp(0.0, 1.0)
     }
 
-    /// The variance inflation of a window with these per-second trials: the largest over scales.
+    /// The variance inflation of a window with these per-second trials (the window just
+    /// observed): the largest over scales, the whole window among them, of what the clustering
+    /// seen so far implies and of what this window alone shows. Rare bursts make an average a poor
+    /// guide — quiet hours dilute one burst's share of it — so a window that is itself far more
+    /// scattered than binomial noise allows is discounted by its own scatter.
     pub fn inflation(&self, seconds: &[(u64, u64)]) -> f64 {
-        SCALES
-            .iter()
-            .enumerate()
-            .map(|(i, &length)| {
-                let slices = pool(seconds, length);
-                let n: f64 = slices.iter().map(|(n, _)| *n as f64).sum();
-                if n <= 0.0 {
-                    return 1.0;
-                }
-                let n2: f64 = slices.iter().map(|(n, _)| (*n as f64) * (*n as f64)).sum();
-                1.0 + self.rho(i) * (n2 - n) / n
-            })
-            .fold(1.0, f64::max)
+        let inflate = |slices: &[(u64, u64)], rho: f64| {
+            let n: f64 = slices.iter().map(|(n, _)| *n as f64).sum();
+            if n <= 0.0 {
+                return 1.0;
+            }
+            let n2: f64 = slices.iter().map(|(n, _)| (*n as f64) * (*n as f64)).sum();
+            1.0 + rho * (n2 - n) / n
+        };
+        let mut phi: f64 = 1.0;
+        for (i, &length) in SCALES.iter().enumerate() {
+            let slices = pool(seconds, length);
+            phi = phi.max(inflate(&slices, self.rho(i).max(local_rho(&slices))));
+        }
+        let whole = pool(seconds, seconds.len().max(1));
+        phi.max(inflate(&whole, self.rho_windows().max(local_rho(&self.recent))))
     }
 
     /// The larger clustering of two versions, scale by scale (the null says they share one).
@@ -94,7 +140,20 @@ impl Clustering {
             out.scale[i] = pick.scale[i];
             out.noise[i] = pick.noise[i];
         }
+        let pick = if self.rho_windows() >= other.rho_windows() { self } else { other };
+        out.windows = pick.windows;
         out
+    }
+}
+
+/// What one block of slices shows on its own, beyond [`LOCAL_NOISE_Z`] standard errors of noise:
+/// each window gets this chance anew, so it must clear more noise than the running estimate.
+fn local_rho(slices: &[(u64, u64)]) -> f64 {
+    match moments(slices) {
+        Some((excess, scale, noise)) if scale > 0.0 => {
+            ((excess - LOCAL_NOISE_Z * noise.sqrt()) / scale).clamp(0.0, 1.0)
+        }
+        _ => 0.0,
     }
 }
 

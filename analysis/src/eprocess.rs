@@ -122,7 +122,8 @@ impl RiskRatioEProcess {
     pub fn observe_seconds(&mut self, canary: &[(u64, u64)], stable: &[(u64, u64)]) {
         self.canary_clustering.observe(canary);
         self.stable_clustering.observe(stable);
-        let (phi_c, phi_b) = (self.canary_clustering.inflation(canary), self.stable_clustering.inflation(stable));
+        let shared = self.canary_clustering.max(&self.stable_clustering);
+        let (phi_c, phi_b) = (shared.inflation(canary), shared.inflation(stable));
         let total = |s: &[(u64, u64)]| s.iter().fold((0, 0), |(n, e), (sn, se)| (n + sn, e + se.min(sn)));
         let ((n_c, e_c), (n_b, e_b)) = (total(canary), total(stable));
         self.observe_clustered(n_c, e_c, n_b, e_b, phi_c, phi_b);

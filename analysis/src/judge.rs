@@ -24,34 +24,32 @@ pub struct Comparison {
     pub margin: f64,
 }
 
+/// Events stable's rate predicts for the canary's requests, up to which the absolute margin is
+/// whole and from which it is gone (see [`Comparison::margin_at`]).
+pub const MARGIN_WHOLE_UNTIL_EVENTS: f64 = 50.0;
+pub const MARGIN_GONE_AFTER_EVENTS: f64 = 250.0;
+
 impl Comparison {
-    /// The highest canary rate a promotion by rate may show: `tolerance` × stable's rate in the
-    /// canary's windows, plus the absolute margin.
-    pub fn allowance(&self, stable: f64) -> f64 {
-        stable * self.tolerance + self.margin
+    /// The absolute margin in force once stable's rate predicts `expected` events for the canary's
+    /// requests so far. The margin exists for the case where a ratio cannot be bounded: rates so
+    /// low, or data so few, that the canary could not show a ratio within the tolerance for hours
+    /// (0.1% failures at 5 req/s: a ratio bound of 1.2 needs hundreds of thousands of requests). The
+    /// number of events stable's rate predicts is what decides whether a ratio can show, so the
+    /// margin is whole up to [`MARGIN_WHOLE_UNTIL_EVENTS`] and tapers linearly to nothing at
+    /// [`MARGIN_GONE_AFTER_EVENTS`]: a canary at 0.1% failures keeps all of it for its first hours,
+    /// one compared with a stable that fails 2% loses it within minutes, before its own rate is
+    /// known well enough to sit under `tolerance × stable + margin` — and a canary beyond
+    /// `tolerance × stable` is then never promoted by it.
+    pub fn margin_at(&self, expected: f64) -> f64 {
+        let left = (MARGIN_GONE_AFTER_EVENTS - expected) / (MARGIN_GONE_AFTER_EVENTS - MARGIN_WHOLE_UNTIL_EVENTS);
+        self.margin * left.clamp(0.0, 1.0)
     }
-}
 
-/// Evidence that the canary is worse than the tolerance at which promotion by rate stops.
-///
-/// The absolute margin exists for rates so low that bounding a ratio would take an absurd volume
-/// (0.1% failures: a ratio bound of 1.2 needs hundreds of thousands of requests). Where stable
-/// fails often enough for the ratio to show, the margin must not promote a canary beyond
-/// `tolerance × stable` (stable at 2%, a canary at 3% is within 2.4% + 1 point): so promotion by
-/// rate also needs the evidence against "the canary is at most `tolerance` times worse" to stay
-/// below this. It is a brake, not a verdict — it only holds a promotion back — so a modest level
-/// does: a canary within the tolerance shows this much evidence at some point in at most a tenth
-/// of rollouts (Ville), and only at that moment would its promotion wait. At low rates the
-/// evidence cannot build up and the margin works as before.
-pub const BEYOND_TOLERANCE_EVIDENCE: f64 = 10.0;
-
-/// Alternatives for that evidence, as grid offsets above the tolerance: 1.19, 1.41, 1.68 and 2×
-/// worse than it — near, because a canary just beyond the tolerance is what it must see.
-pub const BEYOND_TOLERANCE_ALTERNATIVES: [i32; 4] = [1, 2, 3, 4];
-
-/// The grid point at or just below `tolerance`.
-fn tolerance_grid_point(tolerance: f64) -> i32 {
-    (tolerance.max(1.0).log2() * crate::eprocess::GRID_STEPS_PER_DOUBLING as f64 + 1e-9).floor() as i32
+    /// The highest canary rate a promotion by rate may show: `tolerance` × stable's rate in the
+    /// canary's windows, plus the margin left after `expected` events.
+    pub fn allowance(&self, stable: f64, expected: f64) -> f64 {
+        stable * self.tolerance + self.margin_at(expected)
+    }
 }
 
 /// Whether one event process shows harm, safety, or neither yet.
@@ -76,31 +74,19 @@ fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, spl
     }
     let (trials, events) = process.canary_counts();
     let rate_bound = rate_upper_bound(events, trials, a);
-    let beyond = process.harm_evidence_at(tolerance_grid_point(c.tolerance), &BEYOND_TOLERANCE_ALTERNATIVES);
+    let expected = process.matched_expected_events;
+    let margin = c.margin_at(expected);
     if let Some(stable) = process.matched_stable_rate()
         && process.canary_requests > 0
-        && rate_bound <= c.allowance(stable)
+        && rate_bound <= c.allowance(stable, expected)
     {
-        if beyond >= BEYOND_TOLERANCE_EVIDENCE {
-            let how = format!(
-                "canary rate ≤ {} is within {} × stable's {} + {} margin, but it looks worse than {}× stable \
-                 (evidence {} ≥ {BEYOND_TOLERANCE_EVIDENCE}), so the margin does not promote it",
-                percent(rate_bound),
-                c.tolerance,
-                percent(stable),
-                percent(c.margin),
-                c.tolerance,
-                evidence_text(beyond),
-            );
-            return Finding::Open { evidence, how };
-        }
         return Finding::Safe {
             how: format!(
                 "canary rate ≤ {} ≤ {} × stable's {} (in the canary's windows) + {} margin",
                 percent(rate_bound),
                 c.tolerance,
                 percent(stable),
-                percent(c.margin)
+                percent(margin)
             ),
         };
     }
@@ -121,25 +107,30 @@ pub fn trials_to_pass(process: &RiskRatioEProcess, c: Comparison, split: f64) ->
     let stable = process.matched_stable_rate()?;
     let (trials, events) = process.canary_counts();
     let a = c.alpha / split / 2.0;
-    let allowance = c.allowance(stable);
-    if rate_upper_bound(events, trials, a) <= allowance {
+    if rate_upper_bound(events, trials, a) <= c.allowance(stable, process.matched_expected_events) {
         return Some(0.0);
     }
-    // Pseudo-events at stable's rate: the canary is assumed no worse than stable until its own
-    // events say otherwise. Stable's rate for this is never taken as exactly zero (half an event
-    // in its trials), or one early canary failure would be taken at face value.
+    // Stable's rate from here on: never taken as exactly zero (half an event in its trials), or
+    // no failure yet on either side would promise a pass from nothing.
     let (stable_trials, stable_events) = process.stable_counts();
-    let base = (stable_events + 0.5) / (stable_trials + 1.0);
+    let base = stable.max((stable_events + 0.5) / (stable_trials + 1.0));
+    // The margin shrinks as the canary's requests grow (see `Comparison::margin_at`): each
+    // candidate is judged with the margin it would have then.
+    let discount = process.canary_discount();
+    let allowance_at = |n: f64| c.allowance(base, process.matched_expected_events + base * (n - trials) * discount);
+    // Pseudo-events at stable's rate: the canary is assumed no worse than stable until its own
+    // events say otherwise, so a few early failures do not turn the estimate into days.
     let prior = PRIOR_EVENTS / base;
     let rate = (events + base * prior) / (trials + prior);
-    if rate >= allowance {
+    if rate >= base * c.tolerance {
         return None;
     }
-    // The bound is at or below the allowance exactly when the evidence against a rate of
-    // `allowance` has reached the level (the rate is then above every rate not yet rejected).
+    // The bound is at or below the allowance exactly when the evidence against a rate of the
+    // allowance has reached the level (the rate is then above every rate not yet rejected).
     let target = (1.0 / a).ln();
     let passes = |n: f64| {
         let x = events + rate * (n - trials);
+        let allowance = allowance_at(n);
         x / n <= allowance && ln_rate_evidence(x, n, allowance) >= target
     };
     let (mut lo, mut hi) = (trials.max(1.0), trials.max(1.0) * 2.0);

@@ -88,10 +88,11 @@ fn healthy_canaries_with_bursts_lasting_seconds_are_rolled_back_at_most_alpha_of
 #[test]
 fn canaries_bursting_into_ten_times_stable_failures_are_rolled_back_on_the_same_shapes() {
     // The A/A tests above have teeth only if the same shapes with a bad canary are caught: here
-    // the canary has extra bursts of the same kind, enough for ten times stable's failure rate.
+    // the canary has extra bursts of the same kind, enough for ten times stable's failure rate,
+    // within half an hour (bursts of ten seconds carry less evidence each, as they should).
     for base in [own_one_second(), shared_one_second(), own_ten_seconds()] {
         let like = Bursts { hits: BurstsHit::Canary, ..base.bursts[0].clone() };
-        let bad = more_frequent_canary_bursts(base, &like, 10.0);
+        let bad = Scenario { duration_s: 1800, ..more_frequent_canary_bursts(base, &like, 10.0) };
         let caught = rollbacks(&bad, 40);
         assert_eq!(caught, 40, "{}: only {caught} of 40 bad canaries rolled back", bad.name);
     }
