@@ -2,6 +2,7 @@
 //! incident, must be rolled back in at most a fraction α of runs. A judge that re-ran a
 //! fixed-horizon test every tick ("peeking") fails this by a wide margin.
 
+use shifter_analysis::simulate::measure::binomial_upper;
 use shifter_analysis::simulate::{Scenario, generate, healthy_rollout, run_shifter};
 use shifter_analysis::{AnalyzerConfig, Target};
 
@@ -9,19 +10,6 @@ const SEEDS: u64 = 500;
 
 fn target() -> Target {
     Target { namespace: "shop".into(), service: "web".into(), stable: "web-v1".into(), canary: "web-v2".into() }
-}
-
-/// The 99.9% quantile of Binomial(n, p): more rollbacks than this means the rate exceeds α, not bad luck.
-fn binomial_upper(n: u64, p: f64) -> u64 {
-    let mut pmf = (1.0 - p).powf(n as f64);
-    let mut cdf = pmf;
-    let mut k = 0;
-    while cdf < 0.999 && k < n {
-        pmf *= (n - k) as f64 / (k + 1) as f64 * p / (1.0 - p);
-        k += 1;
-        cdf += pmf;
-    }
-    k
 }
 
 /// Rollbacks over `seeds` runs of `scenario`, split over two threads.

@@ -5,7 +5,7 @@
 //! an independent trial reads one canary burst as overwhelming evidence and fails this. The
 //! companion test gives the same shapes a canary that bursts ten times as much and must catch it.
 
-use shifter_analysis::simulate::measure::{Judges, measure};
+use shifter_analysis::simulate::measure::{Judges, binomial_upper, measure};
 use shifter_analysis::simulate::scenarios::{more_frequent_canary_bursts, own_bursts, shared_bursts};
 use shifter_analysis::simulate::{BurstLength, Bursts, BurstsHit, Scenario};
 use shifter_analysis::{AnalyzerConfig, Target};
@@ -23,19 +23,6 @@ fn judges(alpha: f64) -> Judges {
     let mut shifter = AnalyzerConfig::defaults(target);
     shifter.alpha = alpha;
     Judges { shifter, thresholds: Vec::new() }
-}
-
-/// The 99.9% quantile of Binomial(n, p): more rollbacks than this means the rate exceeds α, not bad luck.
-fn binomial_upper(n: u64, p: f64) -> u64 {
-    let mut pmf = (1.0 - p).powf(n as f64);
-    let mut cdf = pmf;
-    let mut k = 0;
-    while cdf < 0.999 && k < n {
-        pmf *= (n - k) as f64 / (k + 1) as f64 * p / (1.0 - p);
-        k += 1;
-        cdf += pmf;
-    }
-    k
 }
 
 /// Rollbacks of shifter's defaults over `seeds` runs, split over two threads.

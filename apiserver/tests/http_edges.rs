@@ -5,27 +5,7 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestServer, install_crds, split};
-
-async fn send(
-    t: &TestServer,
-    method: reqwest::Method,
-    path: &str,
-    ct: &str,
-    body: impl Into<reqwest::Body>,
-) -> (StatusCode, Value) {
-    let resp = t
-        .http()
-        .request(method, t.url(path))
-        .bearer_auth(t.server.token())
-        .header("Content-Type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let code = resp.status();
-    (code, resp.json().await.unwrap_or(Value::Null))
-}
+use support::{TestServer, install_crds, send, split};
 
 fn assert_status(body: &Value, code: u16, reason: &str) {
     assert_eq!(body["kind"], "Status", "{body}");

@@ -9,16 +9,10 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use shifter_apiserver::patch::{json_patch, merge_patch, strategic_merge};
 
-const CASES: u32 = 10_000;
+mod support;
 
-/// 10,000 cases; XorShift rather than the default ChaCha generator, which dominates the run time
-/// in an unoptimised test build, and no regression files written into the source tree.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(CASES)
-    }
+    support::props_config()
 }
 
 /// Keys that patches of built-in kinds use, directives included, so merges actually meet.

@@ -9,16 +9,10 @@ use serde_json::{Map, Value, json};
 use shifter_apiserver::crd_schema::check_crd;
 use shifter_apiserver::schema::enforce;
 
-const CASES: u32 = 10_000;
+mod support;
 
-/// 10,000 cases; XorShift rather than the default ChaCha generator, which dominates the run time
-/// in an unoptimised test build, and no regression files written into the source tree.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(CASES)
-    }
+    support::props_config()
 }
 
 const NAMES: [&str; 5] = ["a", "b", "spec", "x", "apiVersion"];

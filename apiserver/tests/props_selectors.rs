@@ -8,16 +8,10 @@ use shifter_apiserver::params::{self, Query, Verb};
 use shifter_apiserver::patch::PatchType;
 use shifter_apiserver::selectors::Selector;
 
-const CASES: u32 = 10_000;
+mod support;
 
-/// 10,000 cases; XorShift rather than the default ChaCha generator, which dominates the run time
-/// in an unoptimised test build, and no regression files written into the source tree.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(CASES)
-    }
+    support::props_config()
 }
 
 /// Any text, from any characters (cheaper to generate than a regex strategy).

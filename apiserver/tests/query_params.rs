@@ -5,24 +5,10 @@
 mod support;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-use support::TestServer;
+use serde_json::json;
+use support::{TestServer, send};
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
-
-async fn send(t: &TestServer, method: Method, path: &str, ct: &str, body: String) -> (StatusCode, Value) {
-    let resp = t
-        .http()
-        .request(method, t.url(path))
-        .bearer_auth(t.server.token())
-        .header("Content-Type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let code = resp.status();
-    (code, resp.json().await.unwrap_or(Value::Null))
-}
 
 fn cm(name: &str) -> String {
     json!({"metadata": {"name": name}, "data": {"k": "v"}}).to_string()

@@ -147,6 +147,13 @@ impl Cluster {
             .collect()
     }
 
+    /// Who holds the controller's leader Lease (the controllers here keep it in `default`).
+    pub fn lease_holder(&self) -> String {
+        let jsonpath = "jsonpath={.spec.holderIdentity}";
+        let out = self.kubectl(&["get", "lease", "shifter-controller", "-n", "default", "-o", jsonpath]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Runs the real `kubectl-shift` plugin executable against this cluster (via `$KUBECONFIG`).
     pub fn kubectl_shift(&self, args: &[&str]) -> Output {
         self.kubectl_shift_command(args).output().expect("kubectl-shift runs")
@@ -229,9 +236,23 @@ impl Cluster {
 
     /// Starts `shifter proxy` with a gateway for `authority`, connected to `controller`.
     pub fn start_proxy(&self, name: &str, authority: &str, controller: &ControllerProc) -> ProxyProc {
-        let gateway_port = free_port();
-        let admin_port = free_port();
-        let args: Vec<String> = vec![
+        let gateway = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let listener = ["--gateway".to_string(), format!("{gateway}={authority}")];
+        let (proc, admin) = self.spawn_proxy(name, controller, &listener, "info");
+        ProxyProc { proc, gateway, admin }
+    }
+
+    /// Starts `shifter proxy` named `name` with `listener` flags (`--gateway …`, `--outbound …`),
+    /// connected to `controller`, logging at `log`; returns once its admin port answers.
+    pub fn spawn_proxy(
+        &self,
+        name: &str,
+        controller: &ControllerProc,
+        listener: &[String],
+        log: &str,
+    ) -> (Proc, SocketAddr) {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut args: Vec<String> = vec![
             "proxy".into(),
             "--controller".into(),
             format!("https://localhost:{}", controller.grpc.port()),
@@ -239,25 +260,19 @@ impl Cluster {
             controller.ca.display().to_string(),
             "--controller-token-file".into(),
             controller.token_file.display().to_string(),
-            "--gateway".into(),
-            format!("127.0.0.1:{gateway_port}={authority}"),
             "--admin".into(),
-            format!("127.0.0.1:{admin_port}"),
+            admin.to_string(),
             "--id".into(),
             name.into(),
         ];
-        let proc = Proc::spawn(name, self.dir.path(), &shifter_bin(), &args, &[("RUST_LOG", "info")]);
-        let proxy = ProxyProc {
-            proc,
-            gateway: format!("127.0.0.1:{gateway_port}").parse().expect("addr"),
-            admin: format!("127.0.0.1:{admin_port}").parse().expect("addr"),
-        };
+        args.extend_from_slice(listener);
+        let proc = Proc::spawn(name, self.dir.path(), &shifter_bin(), &args, &[("RUST_LOG", log)]);
         wait_until(
             Duration::from_secs(30),
-            || std::net::TcpStream::connect(proxy.admin).is_ok(),
-            || format!("proxy {name} admin port never opened:\n{}", proxy.proc.output()),
+            || std::net::TcpStream::connect(admin).is_ok(),
+            || format!("proxy {name} admin port never opened:\n{}", proc.output()),
         );
-        proxy
+        (proc, admin)
     }
 }
 

@@ -194,7 +194,7 @@ async fn a_killed_leader_is_replaced_and_traffic_never_stops() {
     let mut a = s.cluster.start_controller("controller-a");
     wait_until(
         Duration::from_secs(20),
-        || lease_holder(&s.cluster) == "controller-a",
+        || s.cluster.lease_holder() == "controller-a",
         || "controller-a never led".into(),
     );
     let b = s.cluster.start_controller("controller-b");
@@ -231,8 +231,8 @@ async fn a_killed_leader_is_replaced_and_traffic_never_stops() {
     let bound = lease.duration + lease.retry + Duration::from_secs(1);
     wait_until(
         bound + Duration::from_secs(10),
-        || lease_holder(&s.cluster) == "controller-b",
-        || format!("controller-b never took over; holder is {:?}", lease_holder(&s.cluster)),
+        || s.cluster.lease_holder() == "controller-b",
+        || format!("controller-b never took over; holder is {:?}", s.cluster.lease_holder()),
     );
     let failover = killed_at.elapsed();
     took_over.store(true, Ordering::SeqCst);
@@ -279,19 +279,6 @@ async fn a_killed_leader_is_replaced_and_traffic_never_stops() {
     let seen = send(via_b.gateway, 400).await;
     assert!((share(&seen, "web-v2") - 90.0).abs() < 8.0, "{seen:?}");
     drop(b);
-}
-
-fn lease_holder(cluster: &Cluster) -> String {
-    let out = cluster.kubectl(&[
-        "get",
-        "lease",
-        "shifter-controller",
-        "-n",
-        "default",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

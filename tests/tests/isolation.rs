@@ -205,19 +205,6 @@ async fn a_webhook_that_never_answers_delays_no_other_canary() {
     assert!(worst <= allowed, "team B waited {worst}s between verdicts (allowed {allowed}s): {verdicts:?}");
 }
 
-fn lease_holder(cluster: &Cluster) -> String {
-    let out = cluster.kubectl(&[
-        "get",
-        "lease",
-        "shifter-controller",
-        "-n",
-        "default",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn signal(controller: &ControllerProc, sig: &str) {
     let status = std::process::Command::new("kill").args([sig, &controller.proc.pid().to_string()]).status();
     assert!(status.is_ok_and(|s| s.success()), "kill {sig} failed");
@@ -260,7 +247,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let mut a = cluster.start_controller("controller-a");
     wait_until(
         Duration::from_secs(20),
-        || lease_holder(&cluster) == "controller-a",
+        || cluster.lease_holder() == "controller-a",
         || "controller-a never led".into(),
     );
     let b = cluster.start_controller("controller-b");
@@ -281,7 +268,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let lease = shifter_controller::lease::LeaseConfig::new("default", "x");
     wait_until(
         lease.duration + lease.retry + Duration::from_secs(10),
-        || lease_holder(&cluster) == "controller-b",
+        || cluster.lease_holder() == "controller-b",
         || "controller-b never took over".into(),
     );
     // The new leader acts: a verdict stamped after it took over.

@@ -34,37 +34,13 @@ struct OutboundProxy {
 
 /// `shifter proxy` with only an outbound listener, connected to `controller`.
 fn start_outbound_proxy(cluster: &Cluster, controller: &ControllerProc) -> OutboundProxy {
-    let (outbound_port, admin_port) = (free_port(), free_port());
-    let args: Vec<String> = vec![
-        "proxy".into(),
-        "--controller".into(),
-        format!("https://localhost:{}", controller.grpc.port()),
-        "--controller-ca".into(),
-        controller.ca.display().to_string(),
-        "--controller-token-file".into(),
-        controller.token_file.display().to_string(),
-        "--outbound".into(),
-        format!("127.0.0.1:{outbound_port}"),
-        "--admin".into(),
-        format!("127.0.0.1:{admin_port}"),
-        "--id".into(),
-        "outbound".into(),
-    ];
-    let proc = Proc::spawn(
-        "outbound-proxy",
-        cluster.dir.path(),
-        &shifter_tests::shifter_bin(),
-        &args,
-        &[("RUST_LOG", "warn")],
-    );
-    let proxy = OutboundProxy {
-        proc,
-        outbound: format!("127.0.0.1:{outbound_port}").parse().expect("addr"),
-        admin: format!("127.0.0.1:{admin_port}").parse().expect("addr"),
-    };
+    let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listener = ["--outbound".to_string(), outbound.to_string()];
+    let (proc, admin) = cluster.spawn_proxy("outbound-proxy", controller, &listener, "warn");
+    let proxy = OutboundProxy { proc, outbound, admin };
     wait_until(
         Duration::from_secs(30),
-        || std::net::TcpStream::connect(proxy.outbound).is_ok() && std::net::TcpStream::connect(proxy.admin).is_ok(),
+        || std::net::TcpStream::connect(proxy.outbound).is_ok(),
         || format!("the outbound proxy never listened:\n{}", proxy.proc.output()),
     );
     proxy

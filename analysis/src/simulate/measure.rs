@@ -84,6 +84,20 @@ pub fn measure(s: &Scenario, seeds: Range<u64>, threads: usize, judges: &Judges)
     Measured { summaries }
 }
 
+/// The 99.9% quantile of Binomial(`n`, `p`): an A/A run with more rollbacks than this over `n`
+/// seeds rolls back more often than `p`, not by bad luck.
+pub fn binomial_upper(n: u64, p: f64) -> u64 {
+    let mut pmf = (1.0 - p).powf(n as f64);
+    let mut cdf = pmf;
+    let mut k = 0;
+    while cdf < 0.999 && k < n {
+        pmf *= (n - k) as f64 / (k + 1) as f64 * p / (1.0 - p);
+        k += 1;
+        cdf += pmf;
+    }
+    k
+}
+
 /// One-sided Clopper-Pearson upper bound on a rate seen `k` times in `n` runs: the rate is below it
 /// with probability `confidence` (at k = 0, 1 − (1 − confidence)^(1/n)).
 pub fn upper_bound(k: usize, n: usize, confidence: f64) -> f64 {

@@ -96,3 +96,36 @@ pub fn split(name: &str, backends: &[(&str, i64)]) -> Value {
 pub fn data_dir_of(t: &TestServer) -> PathBuf {
     t.dir.path().to_path_buf()
 }
+
+/// Sends `body` as `ct` with the server's token; returns the status and the JSON body (Null when
+/// there is none).
+pub async fn send(
+    t: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    ct: &str,
+    body: impl Into<reqwest::Body>,
+) -> (reqwest::StatusCode, Value) {
+    let resp = t
+        .http()
+        .request(method, t.url(path))
+        .bearer_auth(t.server.token())
+        .header("Content-Type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Property tests run 10,000 cases each; XorShift rather than the default ChaCha generator, which
+/// dominates the run time in an unoptimised test build, and no regression files written into the
+/// source tree.
+pub fn props_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::with_cases(10_000)
+    }
+}
