@@ -178,7 +178,7 @@ impl Analyzer {
         for (metric, state) in self.config.metrics.iter().zip(self.state.metrics.iter_mut()) {
             match (&metric.judge, state) {
                 (_, MetricState::Failures { process, .. }) => {
-                    history(process, &|s| (s.trials(), s.failed_trials()));
+                    history(process, &|s| (s.requests, s.failures.min(s.requests)));
                 }
                 (
                     Judge::ComparativeLatency { quantiles, .. },
@@ -275,8 +275,13 @@ impl Analyzer {
                     // Every trial counts, including attempts the proxy retried elsewhere: a failed
                     // attempt is a failed trial of the backend it was sent to.
                     (MetricState::Failures { process, attempts }, _) => {
-                        let trials = |x: &BackendCounts| (x.trials(), x.failed_trials());
-                        process.observe_seconds(&c.per_second(trials), &s.per_second(trials));
+                        let responses = |x: &BackendCounts| (x.requests, x.failures.min(x.requests));
+                        process.observe_seconds_and_attempts(
+                            &c.per_second(responses),
+                            &s.per_second(responses),
+                            c.failed_attempts,
+                            s.failed_attempts,
+                        );
                         attempts.canary += c.failed_attempts;
                         attempts.stable += s.failed_attempts;
                     }

@@ -120,13 +120,28 @@ impl RiskRatioEProcess {
     /// included, so a first burst is discounted where it happens — each version from its own
     /// seconds, and the window is added with each version's counts discounted by its inflation.
     pub fn observe_seconds(&mut self, canary: &[(u64, u64)], stable: &[(u64, u64)]) {
+        self.observe_seconds_and_attempts(canary, stable, 0, 0);
+    }
+
+    /// As [`RiskRatioEProcess::observe_seconds`], with failed attempts besides: trials that failed
+    /// before reaching the backend (the dial was refused) and were retried elsewhere. They are
+    /// added to each version's counts undiscounted: a refused connection says the endpoint is
+    /// not there, the same for every attempt, not that a second went badly — and a canary whose
+    /// only endpoint died must be judged on them at once, not taken for a burst.
+    pub fn observe_seconds_and_attempts(
+        &mut self,
+        canary: &[(u64, u64)],
+        stable: &[(u64, u64)],
+        canary_attempts: u64,
+        stable_attempts: u64,
+    ) {
         self.canary_clustering.observe(canary);
         self.stable_clustering.observe(stable);
         let shared = self.canary_clustering.max(&self.stable_clustering);
         let (phi_c, phi_b) = (shared.inflation(canary), shared.inflation(stable));
         let total = |s: &[(u64, u64)]| s.iter().fold((0, 0), |(n, e), (sn, se)| (n + sn, e + se.min(sn)));
         let ((n_c, e_c), (n_b, e_b)) = (total(canary), total(stable));
-        self.observe_clustered(n_c, e_c, n_b, e_b, phi_c, phi_b);
+        self.observe_clustered_with(n_c, e_c, n_b, e_b, (phi_c, phi_b), (canary_attempts, stable_attempts));
     }
 
     /// Stable's seconds from before the rollout, one window at a time: they say how its events
@@ -147,11 +162,37 @@ impl RiskRatioEProcess {
         phi_canary: f64,
         phi_stable: f64,
     ) {
-        let e_c = canary_events.min(canary_requests);
-        let e_b = stable_events.min(stable_requests);
-        let (phi_c, phi_b) = (phi_canary.max(1.0), phi_stable.max(1.0));
-        let (n_c, n_b) = (canary_requests as f64 / phi_c, stable_requests as f64 / phi_b);
-        let (x_c, x_b) = (e_c as f64 / phi_c, e_b as f64 / phi_b);
+        self.observe_clustered_with(
+            canary_requests,
+            canary_events,
+            stable_requests,
+            stable_events,
+            (phi_canary, phi_stable),
+            (0, 0),
+        );
+    }
+
+    /// The window's counts discounted by `phi` (canary, stable), plus failed `attempts` (canary,
+    /// stable) that count as failed trials undiscounted.
+    fn observe_clustered_with(
+        &mut self,
+        canary_requests: u64,
+        canary_events: u64,
+        stable_requests: u64,
+        stable_events: u64,
+        phi: (f64, f64),
+        attempts: (u64, u64),
+    ) {
+        let (canary_requests, stable_requests) = (canary_requests + attempts.0, stable_requests + attempts.1);
+        let e_c = (canary_events + attempts.0).min(canary_requests);
+        let e_b = (stable_events + attempts.1).min(stable_requests);
+        let (phi_c, phi_b) = (phi.0.max(1.0), phi.1.max(1.0));
+        let discounted = |requests: u64, events: u64, failed: u64, phi: f64| {
+            let (n, e) = ((requests - failed) as f64, events.saturating_sub(failed) as f64);
+            (n / phi + failed as f64, e / phi + failed as f64)
+        };
+        let (n_c, x_c) = discounted(canary_requests, e_c, attempts.0, phi_c);
+        let (n_b, x_b) = discounted(stable_requests, e_b, attempts.1, phi_b);
         self.canary_effective.0 += n_c;
         self.canary_effective.1 += x_c;
         self.stable_effective.0 += n_b;
