@@ -13,6 +13,8 @@ pub enum RouteError {
     InvalidRegex { route: String, pattern: String, source: regex::Error },
     #[error("route {route:?}: invalid header name {name:?}")]
     InvalidHeaderName { route: String, name: String },
+    #[error("route {route:?}: invalid value for header {name:?}")]
+    InvalidHeaderValue { route: String, name: String },
     #[error("backend {service:?}: invalid endpoint address {address:?}")]
     InvalidEndpoint { service: String, address: String },
 }

@@ -22,6 +22,7 @@ use crate::body::{Outcome, ProxyBody, grpc_status};
 use crate::destinations::{Destination, Destinations};
 use crate::metrics::FailureClass;
 use crate::pool::{SendError, UpstreamProtocol};
+use crate::route::{PathEdit, Redirect, Rewrite, Selected};
 
 /// What a listener contributes to routing.
 pub(crate) struct HttpContext {
@@ -66,13 +67,27 @@ pub(crate) async fn forward(
         metrics.record_unrouted(&dests.unrouted_label(&authority), "service not found");
         return local(StatusCode::SERVICE_UNAVAILABLE, "service not found");
     }
-    let Some(route) = table.route_for(req.method(), req.uri().path(), req.headers()) else {
+    // A route attached to the Service that matches nothing answers 404 (Gateway API); SMI
+    // snapshots always end with a catch-all, so they never get here.
+    let Some(Selected { route, prefix }) =
+        table.route_for(req.method(), req.uri().path(), req.uri().query(), req.headers())
+    else {
         metrics.record_unrouted(&table.snapshot.authority, "no route");
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no route");
+        return local(StatusCode::NOT_FOUND, "no route");
     };
+    if let Some(redirect) = &route.filters.redirect {
+        return redirect_response(redirect, &req, prefix, &authority);
+    }
+    if let Some(edits) = &route.filters.request_headers {
+        edits.apply(req.headers_mut());
+    }
+    if let Some(rewrite) = &route.filters.rewrite {
+        rewrite_request(rewrite, &mut req, prefix);
+    }
     let grpc = is_grpc(req.headers());
     prepare_request(&mut req, protocol, &authority);
     let settings = dests.settings();
+    let timeout = route.timeout.unwrap_or(settings.request_timeout);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -80,12 +95,22 @@ pub(crate) async fn forward(
             metrics.record_unrouted(&table.snapshot.authority, "no ready endpoints");
             return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
         };
-        let endpoint = pick_endpoint(&backend.endpoints);
         let fail = |status: StatusCode, class: FailureClass, reason: &'static str| {
             backend.stats.record_request();
             backend.stats.record_response(status.as_u16(), Some(class), start.elapsed());
             local(status, reason)
         };
+        if let Some((status, why)) = &backend.invalid {
+            // A reference that cannot be resolved answers its share of requests, so the error
+            // is as visible as the weight the user gave it.
+            backend.stats.record_request();
+            backend.stats.record_response(status.as_u16(), Some(FailureClass::Http5xx), start.elapsed());
+            return local_explained(*status, "invalid backend", why);
+        }
+        if backend.endpoints.is_empty() {
+            return fail(StatusCode::SERVICE_UNAVAILABLE, FailureClass::Connect, "no ready endpoints");
+        }
+        let endpoint = pick_endpoint(&backend.endpoints);
         let conn = match endpoint.pool.checkout(protocol).await {
             Ok(conn) => conn,
             Err(error) => {
@@ -102,34 +127,36 @@ pub(crate) async fn forward(
         };
         let in_flight = endpoint.start();
         let sent_at = Instant::now();
-        let (response, connection) =
-            match tokio::time::timeout(settings.request_timeout, endpoint.pool.send(conn, req)).await {
-                Ok(Ok(sent)) => sent,
-                Ok(Err(SendError::NotSent(unsent))) => {
-                    // A pooled connection the endpoint had already closed: the request never
-                    // reached the backend, nor did a new dial fail, so this is no trial of it.
-                    req = *unsent;
-                    if attempt < settings.max_attempts {
-                        continue;
-                    }
-                    return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection closed");
+        let (response, connection) = match tokio::time::timeout(timeout, endpoint.pool.send(conn, req)).await {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(SendError::NotSent(unsent))) => {
+                // A pooled connection the endpoint had already closed: the request never
+                // reached the backend, nor did a new dial fail, so this is no trial of it.
+                req = *unsent;
+                if attempt < settings.max_attempts {
+                    continue;
                 }
-                Ok(Err(SendError::Failed(error))) => {
-                    debug!(%error, endpoint = %endpoint.addr, "upstream request failed");
-                    endpoint.observe(sent_at.elapsed());
-                    return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection failed");
-                }
-                Err(_) => {
-                    endpoint.observe(settings.request_timeout);
-                    return fail(StatusCode::GATEWAY_TIMEOUT, FailureClass::Timeout, "response timeout");
-                }
-            };
+                return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection closed");
+            }
+            Ok(Err(SendError::Failed(error))) => {
+                debug!(%error, endpoint = %endpoint.addr, "upstream request failed");
+                endpoint.observe(sent_at.elapsed());
+                return fail(StatusCode::BAD_GATEWAY, FailureClass::Connect, "upstream connection failed");
+            }
+            Err(_) => {
+                endpoint.observe(timeout);
+                return fail(StatusCode::GATEWAY_TIMEOUT, FailureClass::Timeout, "response timeout");
+            }
+        };
         endpoint.observe(sent_at.elapsed());
         endpoint.mark_ok();
         drop(in_flight);
         backend.stats.record_request();
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(edits) = &route.filters.response_headers {
+            edits.apply(&mut parts.headers);
+        }
         let outcome = Outcome {
             stats: backend.stats.clone(),
             status: parts.status.as_u16(),
@@ -271,6 +298,62 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The redirect a route answers with: the request's scheme, host, port and path unless the route
+/// replaces them; the query is kept. A port is left out of `Location` when it is the scheme's own.
+fn redirect_response<B>(r: &Redirect, req: &Request<B>, prefix: &str, authority: &str) -> Response<ProxyBody> {
+    let requested = req.uri().authority().map_or(authority, |a| a.as_str());
+    let requested = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(requested);
+    let (host, port) = match requested.parse::<Authority>() {
+        Ok(a) => (a.host().to_string(), a.port_u16()),
+        Err(_) => (requested.to_string(), None),
+    };
+    let scheme =
+        r.scheme.clone().or_else(|| req.uri().scheme_str().map(str::to_string)).unwrap_or_else(|| "http".into());
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => port,
+    };
+    let well_known = |p: u16| (scheme == "http" && p == 80) || (scheme == "https" && p == 443);
+    let port = port.filter(|p| !well_known(*p)).map(|p| format!(":{p}")).unwrap_or_default();
+    let host = r.hostname.clone().unwrap_or(host);
+    let path = r.path.as_ref().map_or_else(|| req.uri().path().to_string(), |e| e.apply(req.uri().path(), prefix));
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("{scheme}://{host}{port}{path}{query}");
+    let mut response = Response::new(ProxyBody::local(Bytes::new()));
+    *response.status_mut() = r.status;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// URLRewrite: the Host (and an absolute-form authority) and the path, keeping the query.
+fn rewrite_request<B>(r: &Rewrite, req: &mut Request<B>, prefix: &str) {
+    let mut parts = req.uri().clone().into_parts();
+    if let Some(host) = &r.hostname {
+        req.headers_mut().insert(header::HOST, host.clone());
+        if parts.authority.is_some() {
+            parts.authority = host.to_str().ok().and_then(|h| Authority::try_from(h).ok());
+        }
+    }
+    if let Some(edit) = &r.path {
+        let path = edit_path(edit, req.uri(), prefix);
+        parts.path_and_query = PathAndQuery::try_from(path).ok().or(parts.path_and_query);
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+fn edit_path(edit: &PathEdit, uri: &Uri, prefix: &str) -> String {
+    let path = edit.apply(uri.path(), prefix);
+    match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
 /// A response the proxy writes itself, naming why in `shifter-proxy-error`.
 pub(crate) fn local(status: StatusCode, reason: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::local(format!("{reason}\n")));
@@ -278,6 +361,13 @@ pub(crate) fn local(status: StatusCode, reason: &'static str) -> Response<ProxyB
     let headers = response.headers_mut();
     headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(reason));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// [`local`] with a longer explanation in the body.
+pub(crate) fn local_explained(status: StatusCode, reason: &'static str, why: &str) -> Response<ProxyBody> {
+    let mut response = local(status, reason);
+    *response.body_mut() = ProxyBody::local(format!("{reason}: {why}\n"));
     response
 }
 

@@ -63,7 +63,12 @@ pub fn snapshot(state: &ClusterState, authority: &Authority) -> pb::Snapshot {
     let Some(apex_port) = apex.port(authority.port) else { return snap };
     snap.exists = true;
     let apex_backend = backend(state, ns, &authority.service, apex_port, 1);
-    let default_route = pb::Route { name: "default".into(), matches: vec![], backends: vec![apex_backend.clone()] };
+    let default_route = pb::Route {
+        name: "default".into(),
+        matches: vec![],
+        backends: vec![apex_backend.clone()],
+        ..Default::default()
+    };
 
     let Some(((_, split_name), info)) = active_split(state, ns, &authority.service) else {
         snap.routes = vec![default_route];
@@ -89,7 +94,7 @@ pub fn snapshot(state: &ClusterState, authority: &Authority) -> pb::Snapshot {
     }
     snap.split = format!("{ns}/{split_name}");
     if split.route_groups.is_empty() {
-        snap.routes = vec![pb::Route { name: split_name.clone(), matches: vec![], backends }];
+        snap.routes = vec![pb::Route { name: split_name.clone(), backends, ..Default::default() }];
         return snap;
     }
     let matches: Vec<pb::HttpMatch> = split
@@ -102,7 +107,7 @@ pub fn snapshot(state: &ClusterState, authority: &Authority) -> pb::Snapshot {
     snap.routes = if matches.is_empty() {
         vec![default_route]
     } else {
-        vec![pb::Route { name: split_name.clone(), matches, backends }, default_route]
+        vec![pb::Route { name: split_name.clone(), matches, backends, ..Default::default() }, default_route]
     };
     snap
 }
@@ -148,6 +153,7 @@ fn backend(
         weight,
         endpoints,
         port: u32::from(backend_port),
+        ..Default::default()
     }
 }
 
@@ -160,6 +166,7 @@ fn to_proto_match(m: &HttpMatch) -> pb::HttpMatch {
             .as_ref()
             .map(|h| h.pairs().into_iter().map(|(name, value_regex)| pb::HeaderMatch { name, value_regex }).collect())
             .unwrap_or_default(),
+        ..Default::default()
     }
 }
 

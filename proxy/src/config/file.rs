@@ -228,6 +228,7 @@ fn file_route(r: FileRoute, namespace: &str) -> Route {
                 path_regex: m.path_regex,
                 methods: m.methods,
                 headers: m.headers.into_iter().map(|(name, value_regex)| HeaderMatch { name, value_regex }).collect(),
+                ..Default::default()
             })
             .collect(),
         backends: r
@@ -239,8 +240,10 @@ fn file_route(r: FileRoute, namespace: &str) -> Route {
                 service: b.service,
                 weight: b.weight,
                 port: b.port,
+                ..Default::default()
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -144,12 +144,12 @@ pub fn backend(service: &str, weight: u64, addrs: &[SocketAddr]) -> WeightedBack
                 zone: String::new(),
             })
             .collect(),
-        port: 0,
+        ..Default::default()
     }
 }
 
 pub fn default_route(backends: Vec<WeightedBackend>) -> Route {
-    Route { name: "default".into(), matches: vec![], backends }
+    Route { name: "default".into(), backends, ..Default::default() }
 }
 
 pub fn header_route(name: &str, header: &str, value: &str, backends: Vec<WeightedBackend>) -> Route {
@@ -157,8 +157,9 @@ pub fn header_route(name: &str, header: &str, value: &str, backends: Vec<Weighte
         path_regex: String::new(),
         methods: vec![],
         headers: vec![HeaderMatch { name: header.into(), value_regex: value.into() }],
+        ..Default::default()
     };
-    Route { name: name.into(), matches: vec![m], backends }
+    Route { name: name.into(), matches: vec![m], backends, ..Default::default() }
 }
 
 pub fn snapshot(authority: &str, version: u64, routes: Vec<Route>) -> Snapshot {
