@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
 use shifter_crds::conditions::{condition, set_condition};
 use shifter_crds::traffic_split::BackendStatus;
 use shifter_crds::{TrafficSplit, TrafficSplitStatus};
@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use crate::Authority;
 use crate::events::EventRecorder;
 use crate::fence::{Fence, WriteError};
-use crate::index::{Check, Index, Key, SplitInfo, SplitReport};
+use crate::index::{Check, Index, Key, RouteKey, SplitInfo, SplitReport, gateway};
 use crate::lease::Leadership;
 use crate::metrics::ControllerMetrics;
 use crate::telemetry::TelemetryStore;
@@ -152,10 +152,14 @@ impl StatusWriter {
         let recorder = EventRecorder::new(self.client.clone(), FIELD_MANAGER, self.identity.clone());
         let mut changes = self.index.changes();
         let mut written: HashMap<Key, TrafficSplitStatus> = HashMap::new();
+        let mut written_routes: HashMap<RouteKey, Vec<Value>> = HashMap::new();
         loop {
             tokio::select! {
                 _ = changes.changed() => tokio::time::sleep(Duration::from_millis(20)).await,
-                _ = self.leadership.changed() => written.clear(),
+                _ = self.leadership.changed() => {
+                    written.clear();
+                    written_routes.clear();
+                }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             changes.borrow_and_update();
@@ -179,7 +183,49 @@ impl StatusWriter {
                 self.metrics.reconcile_duration.observe(started.elapsed());
             }
             written.retain(|k, _| self.index.split(k).is_some());
+            for key in self.index.route_keys() {
+                if !self.leadership.borrow().is_leader {
+                    break;
+                }
+                match self.reconcile_route(&key, &mut written_routes).await {
+                    Ok(()) => {}
+                    Err(WriteError::Fenced) => debug!("route status not written: leadership is not proven"),
+                    Err(error) => {
+                        self.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(%error, route = %format!("{}/{}", key.0, key.2), kind = key.1.kind(), "route status update failed");
+                    }
+                }
+            }
+            written_routes.retain(|k, _| self.index.gateway_route(k).is_some());
         }
+    }
+
+    /// Writes a Gateway API route's `status.parents` when shifter's entries should change; the
+    /// other controllers' entries are carried over as they were read.
+    async fn reconcile_route(
+        &self,
+        key: &RouteKey,
+        written: &mut HashMap<RouteKey, Vec<Value>>,
+    ) -> Result<(), WriteError> {
+        let Some((info, reports)) = self.index.gateway_route(key) else { return Ok(()) };
+        let desired = gateway::desired_parents(&info, &reports);
+        if info.status_parents == desired || written.get(key) == Some(&desired) {
+            return Ok(());
+        }
+        let (ns, kind, name) = key;
+        let resource = gateway::api_resource(*kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &resource);
+        let patch = json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "status": {"parents": desired},
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.fence.write(api.patch_status(name, &params, &Patch::Apply(&patch))).await?;
+        self.metrics.status_writes.fetch_add(1, Ordering::Relaxed);
+        debug!(route = %name, kind = kind.kind(), "route status written");
+        written.insert(key.clone(), desired);
+        Ok(())
     }
 
     fn proxy_sync(&self, namespace: &str, service: &str) -> ProxySync {

@@ -1,8 +1,10 @@
 //! The index: watch events in, one routing snapshot per authority out on `tokio::sync::watch`
 //! channels. It knows nothing about gRPC; the server reads it through [`DestinationIndex`].
 
+pub mod gateway;
 pub mod resolve;
 pub mod state;
+pub mod translate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +18,7 @@ use shifter_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::authority::Authority;
+pub use gateway::{ParentReport, RouteInfo, RouteKey, RouteKind};
 pub use resolve::{Check, SplitReport};
 pub use state::SplitInfo;
 pub use state::{ClusterState, Key};
@@ -67,6 +70,8 @@ pub enum Kind {
     EndpointSlice,
     TrafficSplit,
     HTTPRouteGroup,
+    HTTPRoute,
+    GRPCRoute,
 }
 
 impl Default for Index {
@@ -147,18 +152,48 @@ impl Index {
         self.update(Some(&key.0), |s| s.route_groups.remove(key).is_some());
     }
 
+    pub fn apply_gateway_route(&self, key: RouteKey, info: RouteInfo) {
+        self.update(Some(&key.0.clone()), |s| s.gateway_routes.insert(key, info.clone()) != Some(info));
+    }
+
+    pub fn delete_gateway_route(&self, key: &RouteKey) {
+        self.update(Some(&key.0), |s| s.gateway_routes.remove(key).is_some());
+    }
+
     /// Forgets every object of `kind` not in `keep` (after a watch re-list).
     pub fn retain(&self, kind: Kind, keep: &[Key]) {
         self.update(None, |s| {
-            let before = (s.services.len(), s.slices.len(), s.splits.len(), s.route_groups.len());
+            let count = |s: &ClusterState| {
+                (s.services.len(), s.slices.len(), s.splits.len(), s.route_groups.len(), s.gateway_routes.len())
+            };
+            let before = count(s);
+            let route_kind = |kind: RouteKind| {
+                move |(ns, k, name): &RouteKey, _: &mut RouteInfo| {
+                    *k != kind || keep.contains(&(ns.clone(), name.clone()))
+                }
+            };
             match kind {
                 Kind::Service => s.services.retain(|k, _| keep.contains(k)),
                 Kind::EndpointSlice => s.slices.retain(|k, _| keep.contains(k)),
                 Kind::TrafficSplit => s.splits.retain(|k, _| keep.contains(k)),
                 Kind::HTTPRouteGroup => s.route_groups.retain(|k, _| keep.contains(k)),
+                Kind::HTTPRoute => s.gateway_routes.retain(route_kind(RouteKind::Http)),
+                Kind::GRPCRoute => s.gateway_routes.retain(route_kind(RouteKind::Grpc)),
             }
-            before != (s.services.len(), s.slices.len(), s.splits.len(), s.route_groups.len())
+            before != count(s)
         });
+    }
+
+    /// Every Gateway API route the index knows.
+    pub fn route_keys(&self) -> Vec<RouteKey> {
+        self.lock().state.gateway_routes.keys().cloned().collect()
+    }
+
+    /// The route at `key` as last read, with what its status should say per Service parent.
+    pub fn gateway_route(&self, key: &RouteKey) -> Option<(RouteInfo, Vec<ParentReport>)> {
+        let inner = self.lock();
+        let info = inner.state.gateway_routes.get(key)?.clone();
+        Some((info, gateway::reports(&inner.state, key)))
     }
 
     /// What to report in the status of the split at `key`, if it exists.

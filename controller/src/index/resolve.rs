@@ -11,6 +11,7 @@ use shifter_crds::normalise::NormalisedSplit;
 use shifter_crds::route_group::HttpMatch;
 use shifter_proto::v1 as pb;
 
+use super::gateway;
 use super::state::{ClusterState, Key, ServicePortInfo, SplitInfo};
 use crate::authority::Authority;
 
@@ -63,6 +64,12 @@ pub fn snapshot(state: &ClusterState, authority: &Authority) -> pb::Snapshot {
     let Some(apex_port) = apex.port(authority.port) else { return snap };
     snap.exists = true;
     let apex_backend = backend(state, ns, &authority.service, apex_port, 1);
+    let attached = gateway::attached(state, authority);
+    if let Some(((_, kind, name), _)) = attached.first() {
+        snap.routes = gateway::routes(state, &attached, |svc, port, weight| backend(state, ns, svc, port, weight));
+        snap.split = format!("{}/{ns}/{name}", kind.kind());
+        return snap;
+    }
     let default_route = pb::Route {
         name: "default".into(),
         matches: vec![],
@@ -187,8 +194,17 @@ pub fn report(state: &ClusterState, key: &Key) -> Option<SplitReport> {
         }
     };
     let active = active_split(state, ns, &info.service).map(|(k, _)| k.clone());
-    let accepted = match &active {
-        Some((_, winner)) if winner != name => Err((
+    let superseded = gateway::routes_service(state, ns, &info.service);
+    let accepted = match (&active, superseded) {
+        (_, Some((_, kind, route))) => Err((
+            "Superseded",
+            format!(
+                "{} {ns}/{route} routes {}; a Gateway API route takes precedence over a TrafficSplit for the same Service",
+                kind.kind(),
+                info.service
+            ),
+        )),
+        (Some((_, winner)), None) if winner != name => Err((
             "Conflict",
             format!(
                 "TrafficSplit {ns}/{winner} is older and already routes {}; only one split per apex Service applies",
@@ -258,6 +274,6 @@ pub fn report(state: &ClusterState, key: &Key) -> Option<SplitReport> {
         None => Ok(()),
         Some((reason, _)) => Err((*reason, problems.iter().map(|p| p.1.clone()).collect::<Vec<_>>().join("; "))),
     };
-    let is_active = active.as_ref() == Some(key);
+    let is_active = superseded.is_none() && active.as_ref() == Some(key);
     Some(SplitReport { accepted, resolved_refs, backends, active: is_active })
 }

@@ -10,6 +10,8 @@ use shifter_crds::normalise::{NormalisedSplit, SplitErrors};
 use shifter_crds::route_group::{HTTPRouteGroup, HttpMatch};
 use shifter_crds::{TrafficSplit, TrafficSplitStatus};
 
+use super::gateway::{RouteInfo, RouteKey};
+
 /// Namespace and name.
 pub type Key = (String, String);
 
@@ -70,6 +72,8 @@ pub struct ClusterState {
     pub slices: BTreeMap<Key, SliceInfo>,
     pub splits: BTreeMap<Key, SplitInfo>,
     pub route_groups: BTreeMap<Key, Vec<HttpMatch>>,
+    /// Gateway API HTTPRoutes and GRPCRoutes, translated.
+    pub gateway_routes: BTreeMap<RouteKey, RouteInfo>,
 }
 
 pub fn key_of<K: ResourceExt>(obj: &K) -> Key {
