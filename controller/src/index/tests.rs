@@ -14,14 +14,14 @@ use shifter_proto::v1 as pb;
 use super::{DestinationIndex, Index};
 use crate::Authority;
 
-const NS: &str = "shop";
+pub(super) const NS: &str = "shop";
 
 fn meta(name: &str) -> ObjectMeta {
     ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() }
 }
 
 /// A Service with named ports `(name, port, targetPort)`.
-fn mk_service(name: &str, ports: &[(&str, i32, i32)]) -> Service {
+pub(super) fn mk_service(name: &str, ports: &[(&str, i32, i32)]) -> Service {
     Service {
         metadata: meta(name),
         spec: Some(ServiceSpec {
@@ -43,7 +43,7 @@ fn mk_service(name: &str, ports: &[(&str, i32, i32)]) -> Service {
 }
 
 /// An EndpointSlice for `service` exposing port `(name, number)` on `(address, ready)` endpoints.
-fn mk_slice(name: &str, service: &str, port: (&str, i32), endpoints: &[(&str, bool)]) -> EndpointSlice {
+pub(super) fn mk_slice(name: &str, service: &str, port: (&str, i32), endpoints: &[(&str, bool)]) -> EndpointSlice {
     let mut m = meta(name);
     m.labels = Some([("kubernetes.io/service-name".to_string(), service.to_string())].into());
     EndpointSlice {
@@ -61,7 +61,7 @@ fn mk_slice(name: &str, service: &str, port: (&str, i32), endpoints: &[(&str, bo
     }
 }
 
-fn mk_split(name: &str, apex: &str, backends: &[(&str, i64)]) -> TrafficSplit {
+pub(super) fn mk_split(name: &str, apex: &str, backends: &[(&str, i64)]) -> TrafficSplit {
     mk_split_at(name, apex, backends, "2026-01-01T00:00:00Z")
 }
 
