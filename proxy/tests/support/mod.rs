@@ -322,3 +322,115 @@ pub async fn config_entry(admin: SocketAddr) -> serde_json::Value {
 pub async fn applied_version(admin: SocketAddr) -> u64 {
     config_entry(admin).await["snapshot"]["version"].as_u64().unwrap_or(0)
 }
+
+// ----- seeing what crossed the proxy
+
+/// A backend that answers every request with what it received, so rewrites and header edits can
+/// be observed: the body is the method and target (path and query), then one `name: value` line
+/// per header in arrival order (HTTP/2's authority first, as `:authority`). It answers with `x-backend` naming it and with `cache-control:
+/// no-cache`, `x-powered-by: <name>` and `x-build: 42`, for response header edits to change.
+pub async fn mirror_backend(name: &'static str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU64::new(0));
+    let conns = Arc::new(AtomicU64::new(0));
+    let (counter, accepted) = (hits.clone(), conns.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            accepted.fetch_add(1, Relaxed);
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    counter.fetch_add(1, Relaxed);
+                    let target = req.uri().path_and_query().map_or("/", |t| t.as_str());
+                    let mut seen = format!("{} {target}\n", req.method());
+                    if let Some(authority) = req.uri().authority() {
+                        seen.push_str(&format!(":authority: {authority}\n"));
+                    }
+                    for (k, v) in req.headers() {
+                        seen.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+                    }
+                    let response = Response::builder()
+                        .header("x-backend", name)
+                        .header("cache-control", "no-cache")
+                        .header("x-powered-by", name)
+                        .header("x-build", "42")
+                        .body(Full::new(Bytes::from(seen)))
+                        .unwrap();
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Backend { name, addr, hits, conns }
+}
+
+/// A response read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of `name`, or empty.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+    }
+
+    /// The request a [`mirror_backend`] says it received.
+    pub fn seen(&self) -> Seen {
+        let mut lines = self.body.lines();
+        let (method, target) = lines.next().and_then(|l| l.split_once(' ')).expect("a mirror backend's answer");
+        let headers = lines.filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.into(), v.into())).collect();
+        Seen { method: method.into(), target: target.into(), headers }
+    }
+}
+
+/// A request as a [`mirror_backend`] received it.
+#[derive(Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Lower-case names, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// Every value of `name`, in order.
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The host asked for: HTTP/2's authority, else the Host header.
+    pub fn host(&self) -> &str {
+        self.header(":authority").into_iter().chain(self.header("host")).next().unwrap_or("")
+    }
+}
+
+/// Sends `method target` with `headers` (a `host` given here replaces the one the client derives
+/// from `addr`) and reads the whole response.
+pub async fn send(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(format!("http://{addr}{target}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = client.request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
