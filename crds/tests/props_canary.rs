@@ -128,6 +128,7 @@ fn absurd_spec() -> impl Strategy<Value = CanarySpec> {
                         kind: if prom { ProviderKind::Prometheus } else { ProviderKind::Mesh },
                         address,
                         scrape_interval: scrape,
+                        data_plane: None,
                     },
                     metrics,
                 },
@@ -171,6 +172,7 @@ fn valid_spec() -> impl Strategy<Value = CanarySpec> {
                 kind: ProviderKind::Prometheus,
                 address: Some("http://prometheus:9090".into()),
                 scrape_interval: scrape,
+                data_plane: None,
             },
             metrics: metrics
                 .into_iter()

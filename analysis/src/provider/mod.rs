@@ -3,6 +3,7 @@
 
 pub mod mesh;
 pub mod prometheus;
+pub mod query_set;
 
 use std::future::Future;
 

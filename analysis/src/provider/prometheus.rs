@@ -1,5 +1,5 @@
-//! PromQL over Prometheus' HTTP API. Built-in queries read the proxies' Linkerd-compatible metrics
-//! (`response_total`, `response_latency_ms_bucket`), so the same queries serve a Linkerd mesh.
+//! PromQL over Prometheus' HTTP API. Built-in queries read the metric names of the data plane the
+//! Canary names (shifter's proxies by default; see [`crate::provider::query_set`]).
 //!
 //! A window `[from, to)` becomes `increase(...[<to − from>s])` evaluated at `to`. Prometheus needs
 //! several scrapes inside a range to say anything, so windows shorter than
@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use shifter_crds::canary::DataPlane;
 use shifter_proto::LATENCY_BOUNDS_MS;
 use tracing::debug;
 
@@ -15,6 +16,7 @@ use crate::config::Target;
 use crate::counts::{BackendCounts, LATENCY_BUCKETS};
 use crate::error::{ConfigError, ProviderError};
 use crate::provider::MetricsProvider;
+use crate::provider::query_set::CountQueries;
 
 /// Scrapes a window must span for `increase()` to say something reliable.
 pub const SCRAPES_PER_WINDOW: i64 = 4;
@@ -38,6 +40,8 @@ pub struct PrometheusConfig {
     pub backoff: Duration,
     /// Shortest window queried: at least four scrape intervals (default 60 s for 15 s scrapes).
     pub min_window_s: i64,
+    /// Whose metric names the built-in counts are read from.
+    pub data_plane: DataPlane,
 }
 
 impl PrometheusConfig {
@@ -49,6 +53,7 @@ impl PrometheusConfig {
             attempts: 3,
             backoff: Duration::from_millis(200),
             min_window_s: 60,
+            data_plane: DataPlane::Shifter,
         }
     }
 }
@@ -112,8 +117,8 @@ impl PrometheusProvider {
         PrometheusProvider { config, client }
     }
 
-    /// From a Canary's `spec.analysis.provider` (type `prometheus`, `address` required), with an
-    /// HTTP client of its own.
+    /// From a Canary's `spec.analysis.provider` (type `prometheus`, `address` required, `dataPlane`
+    /// choosing the query set), with an HTTP client of its own.
     pub fn from_spec(provider: &shifter_crds::canary::Provider) -> Result<Self, ConfigError> {
         Self::from_spec_with_client(provider, reqwest::Client::new())
     }
@@ -131,6 +136,7 @@ impl PrometheusProvider {
             ));
         }
         let mut config = PrometheusConfig::new(address);
+        config.data_plane = provider.data_plane.unwrap_or_default();
         if let Some(raw) = &provider.scrape_interval {
             let field = "spec.analysis.provider.scrapeInterval";
             let scrape =
@@ -224,16 +230,6 @@ impl PrometheusProvider {
             }
         }
     }
-
-    /// The selector of one backend's traffic through the apex service.
-    fn selector(target: &Target, backend: &str) -> String {
-        format!(
-            "direction=\"outbound\",dst_namespace=\"{}\",dst_service=\"{}\",authority=~\"{}(\\\\..*)?(:[0-9]+)?\"",
-            escape(&target.namespace),
-            escape(backend),
-            escape(&regex_quote(&target.service)),
-        )
-    }
 }
 
 enum Retry {
@@ -283,20 +279,6 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-fn regex_quote(v: &str) -> String {
-    v.chars().fold(String::new(), |mut out, c| {
-        if ".+*?()|[]{}^$\\".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-        out
-    })
-}
-
 fn parse_value(raw: &str) -> Result<f64, ProviderError> {
     match raw {
         "NaN" => Ok(f64::NAN),
@@ -336,26 +318,31 @@ fn count(value: f64, query: &str) -> Result<u64, ProviderError> {
     Ok(value.max(0.0).round() as u64)
 }
 
-/// Per-bucket counts from cumulative `le` samples.
+/// Per-bucket counts on [`LATENCY_BOUNDS_MS`] from cumulative `le` samples on any bounds.
+///
+/// Each of our bounds takes the cumulative count at the data plane's largest bound at or below it,
+/// so a request is never placed faster than its data plane recorded it: on the same bounds
+/// (shifter's, Linkerd's) the counts carry over unchanged; on others (Istio's and Envoy's 0.5, 25,
+/// 250, 2500 ms...) a request lands in the first of our buckets that holds its whole bucket. Both
+/// versions are binned alike, so the comparative judges compare like with like. Bounds missing from
+/// the answer hold nothing beyond the bound below; `+Inf` holds everything counted.
 fn buckets_from_cumulative(samples: &[Sample], query: &str) -> Result<Vec<u64>, ProviderError> {
-    let mut cumulative = vec![None; LATENCY_BUCKETS];
+    let mut points = Vec::with_capacity(samples.len());
     for s in samples {
         let Some(le) = s.label("le") else { continue };
-        let bound = parse_value(le)?;
-        let index = if bound.is_infinite() {
-            Some(LATENCY_BUCKETS - 1)
-        } else {
-            LATENCY_BOUNDS_MS.iter().position(|b| (b - bound).abs() < 1e-9)
-        };
-        if let Some(i) = index {
-            cumulative[i] = Some(count(s.value, query)?);
-        }
+        points.push((parse_value(le)?, count(s.value, query)?));
     }
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = vec![0u64; LATENCY_BUCKETS];
-    let mut below = 0u64;
-    for (i, c) in cumulative.iter().enumerate() {
-        // A bucket missing from the answer holds nothing beyond the one below it.
-        let c = c.unwrap_or(below).max(below);
+    let (mut below, mut next) = (0u64, 0);
+    for (i, bound) in LATENCY_BOUNDS_MS.iter().chain([&f64::INFINITY]).enumerate() {
+        let mut c = below;
+        while let Some(&(le, n)) = points.get(next)
+            && le <= bound + 1e-9
+        {
+            c = c.max(n);
+            next += 1;
+        }
         out[i] = c - below;
         below = c;
     }
@@ -370,25 +357,22 @@ impl MetricsProvider for PrometheusProvider {
         from_unix_s: i64,
         to_unix_s: i64,
     ) -> Result<BackendCounts, ProviderError> {
-        let range = (to_unix_s - from_unix_s).max(1);
-        let selector = Self::selector(target, backend);
-        let responses = format!("sum by (classification) (increase(response_total{{{selector}}}[{range}s]))");
-        let samples = self.query(&responses, to_unix_s).await?;
+        let queries = CountQueries::new(self.config.data_plane, target, backend, to_unix_s - from_unix_s);
+        let samples = self.query(&queries.responses, to_unix_s).await?;
         if samples.is_empty() {
-            return Err(ProviderError::EmptyResult { query: responses });
+            return Err(ProviderError::EmptyResult { query: queries.responses });
         }
         let mut counts = BackendCounts::default();
         for s in &samples {
-            let n = count(s.value, &responses)?;
+            let n = count(s.value, &queries.responses)?;
             counts.requests += n;
-            if s.label("classification") == Some("failure") {
+            if queries.failed(s.label(queries.outcome_label)) {
                 counts.failures += n;
             }
         }
-        let latency = format!("sum by (le) (increase(response_latency_ms_bucket{{{selector}}}[{range}s]))");
-        let samples = self.query(&latency, to_unix_s).await?;
+        let samples = self.query(&queries.latency, to_unix_s).await?;
         if !samples.is_empty() {
-            counts.latency_counts = buckets_from_cumulative(&samples, &latency)?;
+            counts.latency_counts = buckets_from_cumulative(&samples, &queries.latency)?;
         }
         Ok(counts)
     }
@@ -416,20 +400,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn selector_matches_the_apex_authority_with_or_without_domain_and_port() {
-        let t = Target {
-            namespace: "shop".into(),
-            service: "web".into(),
-            stable: "web-v1".into(),
-            canary: "web-v2".into(),
-        };
-        assert_eq!(
-            PrometheusProvider::selector(&t, "web-v2"),
-            r#"direction="outbound",dst_namespace="shop",dst_service="web-v2",authority=~"web(\\..*)?(:[0-9]+)?""#
-        );
-    }
-
-    #[test]
     fn cumulative_buckets_become_per_bucket_counts() {
         let s = |le: &str, v: f64| Sample { labels: vec![("le".into(), le.into())], value: v };
         let samples = vec![s("+Inf", 10.0), s("1", 2.0), s("10", 7.4), s("5", 3.0), s("50000", 10.0)];
@@ -439,6 +409,45 @@ mod tests {
         assert_eq!(b[5], 4);
         assert_eq!(b.iter().sum::<u64>(), 10);
         assert!(matches!(buckets_from_cumulative(&[s("1", f64::NAN)], "q"), Err(ProviderError::NotANumber { .. })));
+    }
+
+    #[test]
+    fn the_spec_chooses_the_query_set_and_shifter_is_the_default() {
+        use shifter_crds::canary::{Provider, ProviderKind};
+        let mut spec = Provider {
+            kind: ProviderKind::Prometheus,
+            address: Some("http://prometheus:9090".into()),
+            ..Provider::default()
+        };
+        assert_eq!(PrometheusProvider::from_spec(&spec).unwrap().config().data_plane, DataPlane::Shifter);
+        spec.data_plane = Some(DataPlane::Istio);
+        assert_eq!(PrometheusProvider::from_spec(&spec).unwrap().config().data_plane, DataPlane::Istio);
+    }
+
+    #[test]
+    fn other_bounds_round_up_to_the_next_of_ours() {
+        // Istio's and Envoy's default bounds: 0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, ... 3600000.
+        let s = |le: &str, v: f64| Sample { labels: vec![("le".into(), le.into())], value: v };
+        let samples = vec![
+            s("0.5", 4.0),
+            s("1", 4.0),
+            s("5", 10.0),
+            s("25", 16.0),
+            s("250", 17.0),
+            s("2500", 17.0),
+            s("60000", 19.0),
+            s("3600000", 20.0),
+            s("+Inf", 20.0),
+        ];
+        let b = buckets_from_cumulative(&samples, "q").unwrap();
+        let at = |bound: f64| LATENCY_BOUNDS_MS.iter().position(|&x| x == bound).unwrap();
+        let mut want = vec![0u64; LATENCY_BUCKETS];
+        want[at(1.0)] = 4; // ≤ 0.5 ms and ≤ 1 ms
+        want[at(5.0)] = 6;
+        want[at(30.0)] = 6; // (5, 25] ms: known only to be at most 25 ms
+        want[at(300.0)] = 1; // (25, 250] ms
+        want[LATENCY_BUCKETS - 1] = 3; // beyond 50 s
+        assert_eq!(b, want);
     }
 
     #[test]

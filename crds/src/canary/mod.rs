@@ -155,6 +155,13 @@ pub struct Provider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(crate::duration::PATTERN), length(max = crate::duration::MAX_LEN))]
     pub scrape_interval: Option<String>,
+    /// Whose metric names the built-in success-rate and latency queries read (`prometheus` only):
+    /// `shifter` (the default: shifter's proxies), `linkerd` (inbound metrics by Deployment),
+    /// `istio` (destination-reported metrics by workload) or `envoy` (upstream cluster metrics,
+    /// clusters named `<namespace>_<service>_<port>` as Contour names them). Linkerd and Istio
+    /// workloads are taken to be named as the stable and canary Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlane>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -163,6 +170,34 @@ pub enum ProviderKind {
     #[default]
     Mesh,
     Prometheus,
+}
+
+/// The data plane whose metrics Prometheus holds; it chooses the built-in query set. (Variants carry
+/// plain comments: doc comments would turn the schema's string enum into a `oneOf`.)
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DataPlane {
+    // shifter's own proxies: `response_total` and `response_latency_ms_bucket` by backend Service.
+    #[default]
+    Shifter,
+    // Linkerd's proxies: inbound `response_total` and `response_latency_ms_bucket` by Deployment.
+    Linkerd,
+    // Istio's sidecars: `istio_requests_total` and `istio_request_duration_milliseconds_bucket`.
+    Istio,
+    // Envoy: `envoy_cluster_upstream_rq` and `envoy_cluster_upstream_rq_time_bucket` by cluster.
+    Envoy,
+}
+
+impl DataPlane {
+    /// The name a Canary spells it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPlane::Shifter => "shifter",
+            DataPlane::Linkerd => "linkerd",
+            DataPlane::Istio => "istio",
+            DataPlane::Envoy => "envoy",
+        }
+    }
 }
 
 /// One judged metric.

@@ -193,6 +193,17 @@ fn analysis(p: &mut Problems, a: &Analysis) {
     } else {
         p.duration("spec.analysis.provider.scrapeInterval", a.provider.scrape_interval.as_deref(), SCRAPE_INTERVAL);
     }
+    if let Some(plane) = a.provider.data_plane
+        && !prometheus
+    {
+        p.push(
+            "spec.analysis.provider.dataPlane",
+            format!(
+                "{} chooses Prometheus queries, so it is only for type prometheus; remove it or set type: prometheus",
+                plane.name()
+            ),
+        );
+    }
 
     p.count("spec.analysis.metrics", &a.metrics, MAX_METRICS);
     for (i, m) in a.metrics.iter().take(MAX_METRICS).enumerate() {
@@ -285,7 +296,7 @@ fn url(p: &mut Problems, field: &str, url: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Provider;
+    use super::super::{DataPlane, Provider};
     use super::*;
 
     fn spec() -> CanarySpec {
@@ -391,7 +402,7 @@ mod tests {
         // Found by the property tests: `{}` of a tiny f64 printed hundreds of digits.
         let mut s = spec();
         s.analysis.provider =
-            Provider { kind: ProviderKind::Prometheus, address: Some("http://p:9090".into()), scrape_interval: None };
+            Provider { kind: ProviderKind::Prometheus, address: Some("http://p:9090".into()), ..Provider::default() };
         s.analysis.metrics = vec![Metric {
             kind: MetricKind::Custom,
             query: Some("up".into()),
@@ -415,6 +426,7 @@ mod tests {
                 kind,
                 address: Some("http://prometheus:9090".into()),
                 scrape_interval: Some(interval.into()),
+                data_plane: None,
             };
             validate(&s).join("\n")
         };
@@ -429,5 +441,39 @@ mod tests {
             let errors = with(kind, interval);
             assert!(errors.starts_with(field) && errors.contains(says), "{interval}: {errors}");
         }
+    }
+
+    #[test]
+    fn data_plane_is_for_prometheus() {
+        let with = |kind, plane| {
+            let mut s = spec();
+            s.analysis.provider = Provider {
+                kind,
+                address: Some("http://prometheus:9090".into()),
+                scrape_interval: None,
+                data_plane: Some(plane),
+            };
+            validate(&s)
+        };
+        for plane in [DataPlane::Shifter, DataPlane::Linkerd, DataPlane::Istio, DataPlane::Envoy] {
+            assert_eq!(with(ProviderKind::Prometheus, plane), Vec::<String>::new(), "{plane:?}");
+        }
+        assert_eq!(
+            with(ProviderKind::Mesh, DataPlane::Istio),
+            [
+                "spec.analysis.provider.dataPlane: istio chooses Prometheus queries, so it is only for type prometheus; remove it or set type: prometheus"
+            ]
+        );
+    }
+
+    #[test]
+    fn data_plane_names_are_camel_case_and_default_to_shifter() {
+        let p: Provider = serde_json::from_str(r#"{"type":"prometheus","dataPlane":"envoy"}"#).unwrap();
+        assert_eq!(p.data_plane, Some(DataPlane::Envoy));
+        assert_eq!(p.data_plane.unwrap_or_default().name(), "envoy");
+        let p: Provider = serde_json::from_str(r#"{"type":"prometheus"}"#).unwrap();
+        assert_eq!(p.data_plane.unwrap_or_default(), DataPlane::Shifter);
+        let err = serde_json::from_str::<Provider>(r#"{"dataPlane":"cilium"}"#).unwrap_err();
+        assert!(err.to_string().contains("expected one of `shifter`, `linkerd`, `istio`, `envoy`"), "{err}");
     }
 }
