@@ -21,12 +21,12 @@ pub use common::{
     ParentReference, RouteParentStatus, RouteStatus,
 };
 pub use filters::{
-    HTTPCORSFilter, HTTPHeaderFilter, HTTPPathModifier, HTTPPathModifierType, HTTPRequestMirrorFilter,
-    HTTPRequestRedirectFilter, HTTPURLRewriteFilter, Scheme,
+    CORSMethod, Fraction, HTTPCORSFilter, HTTPHeaderFilter, HTTPPathModifier, HTTPPathModifierType,
+    HTTPRequestMirrorFilter, HTTPRequestRedirectFilter, HTTPURLRewriteFilter, Scheme,
 };
 pub use grpc_route::{
-    GRPCBackendRef, GRPCMethodMatch, GRPCMethodMatchType, GRPCRoute, GRPCRouteFilter, GRPCRouteFilterType,
-    GRPCRouteMatch, GRPCRouteRule, GRPCRouteSpec,
+    GRPCBackendRef, GRPCHeaderMatch, GRPCMethodMatch, GRPCMethodMatchType, GRPCRoute, GRPCRouteFilter,
+    GRPCRouteFilterType, GRPCRouteMatch, GRPCRouteRule, GRPCRouteSpec,
 };
 pub use http_route::{
     HTTPBackendRef, HTTPMethod, HTTPPathMatch, HTTPQueryParamMatch, HTTPRoute, HTTPRouteFilter, HTTPRouteFilterType,
