@@ -16,7 +16,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print every CustomResourceDefinition shifter serves, as YAML (pipe it to `kubectl apply -f -`).
-    Crds,
+    Crds {
+        /// Print the Gateway API HTTPRoute and GRPCRoute CRDs (Standard channel) instead, for a
+        /// cluster without them. Prefer upstream's own release where you can.
+        #[arg(long)]
+        gateway_api: bool,
+    },
     /// Run a data-plane proxy: route requests by the weights a controller (or a static file) gives.
     Proxy(Box<shifter_proxy::Args>),
     /// Run the controller: watch TrafficSplits and Services and program proxies over gRPC.
@@ -38,7 +43,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         return Ok(shifter::cli::plugin_main());
     }
     match Cli::parse().command {
-        Command::Crds => print!("{}", shifter_crds::crds_yaml()),
+        Command::Crds { gateway_api: false } => print!("{}", shifter_crds::crds_yaml()),
+        Command::Crds { gateway_api: true } => print!("{}", shifter_crds::gateway_crds_yaml()),
         Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,
         Command::Controller(args) => shifter_controller::runtime::run_blocking(*args)?,
         Command::Apiserver(args) => shifter_apiserver::run_blocking(*args)?,
