@@ -42,7 +42,7 @@ pub struct ProxyProc {
 }
 
 impl Cluster {
-    /// Starts the API server and installs shifter's CRDs with kubectl.
+    /// Starts the API server and installs shifter's CRDs and the Gateway API route CRDs with kubectl.
     pub async fn start() -> Cluster {
         Cluster::start_with(&[]).await
     }
@@ -56,6 +56,10 @@ impl Cluster {
         let cluster = Cluster { dir, apiserver, apiserver_port, kubeconfig, apiserver_args };
         let crds = dir_file(cluster.dir.path(), "crds.yaml", &shifter_crds::crds_yaml());
         cluster.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
+        // The Gateway API route CRDs, as `shifter serve` installs them (a real cluster has
+        // upstream's).
+        let gateway = dir_file(cluster.dir.path(), "gateway-crds.yaml", &shifter_crds::gateway_crds_yaml());
+        cluster.kubectl_ok(&["apply", "-f", gateway.to_str().expect("utf-8 path")]);
         cluster
     }
 

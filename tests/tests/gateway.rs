@@ -1,0 +1,287 @@
+//! Gateway API (GAMMA) routes end to end: the real API server, controller and proxy processes,
+//! real HTTP backends and the real kubectl. An HTTPRoute whose parentRef is a Service splits and
+//! matches that Service's traffic as the spec says, and its `status.parents` is what `kubectl wait`
+//! and rollout tools wait on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shifter_tests::{Backend, Cluster};
+
+const AUTHORITY: &str = "web.shop.svc.cluster.local:80";
+
+/// One request through the proxy: the answering backend (`x-backend`), or `<status>` when the
+/// proxy or a backend answered with an error.
+async fn ask(
+    client: &reqwest::Client,
+    gateway: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut req = client.request(method.parse().unwrap(), format!("http://{gateway}{target}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => {
+            r.headers().get("x-backend").map_or("?".into(), |v| v.to_str().unwrap().to_string())
+        }
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) => format!("error:{e}"),
+    }
+}
+
+async fn tally(gateway: SocketAddr, n: usize, target: &str) -> BTreeMap<String, usize> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(ask(&client, gateway, "GET", target, &[]).await).or_default() += 1;
+    }
+    seen
+}
+
+fn share(seen: &BTreeMap<String, usize>, key: &str) -> f64 {
+    let total: usize = seen.values().sum();
+    *seen.get(key).unwrap_or(&0) as f64 * 100.0 / total as f64
+}
+
+/// Waits until every one of 40 requests to `target` lands on `expected` (each seen at least once).
+async fn wait_for(gateway: SocketAddr, target: &str, expected: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = tally(gateway, 40, target).await;
+        if seen.keys().all(|k| expected.contains(&k.as_str())) && expected.iter().all(|e| seen.contains_key(*e)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{target} never settled on {expected:?}; last saw {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn route_json(cluster: &Cluster) -> Value {
+    serde_json::from_str(&cluster.kubectl_ok(&["get", "httproute", "web", "-n", "shop", "-o", "json"])).unwrap()
+}
+
+const ROUTE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs:
+  - {group: "", kind: Service, name: web, port: 80}
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /shop}
+    backendRefs:
+    - {name: web-v1, port: 80, weight: 70}
+    - {name: web-v2, port: 80, weight: 30}
+  - matches:
+    - path: {type: Exact, value: /shop/beta}
+    backendRefs:
+    - {name: web-v2, port: 80}
+  - matches:
+    - path: {type: PathPrefix, value: /shop}
+      headers: [{name: x-version, value: v2}]
+    - path: {type: PathPrefix, value: /shop}
+      queryParams: [{name: tier, value: gold}]
+    - path: {type: PathPrefix, value: /shop}
+      method: DELETE
+    backendRefs:
+    - {name: web-v2, port: 80}
+  - matches:
+    - path: {type: PathPrefix, value: /half}
+    backendRefs:
+    - {name: web-v1, port: 80}
+    - {name: web-gone, port: 80}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_httproute_on_a_service_splits_matches_and_reports_accepted() {
+    let cluster = Cluster::start().await;
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    let (web, v1, v2) = (Backend::start("web").await, Backend::start("web-v1").await, Backend::start("web-v2").await);
+    cluster.service("shop", "web", Some(web.port()));
+    cluster.service("shop", "web-v1", Some(v1.port()));
+    cluster.service("shop", "web-v2", Some(v2.port()));
+    let controller = cluster.start_controller("controller-a");
+    let proxy = cluster.start_proxy("proxy-a", AUTHORITY, &controller);
+    wait_for(proxy.gateway, "/shop", &["web"]).await;
+
+    cluster.apply(ROUTE);
+    // `kubectl wait` on the condition rollout tools wait on, from shifter's entry.
+    cluster.kubectl_ok(&[
+        "wait",
+        "httproute/web",
+        "-n",
+        "shop",
+        "--timeout=30s",
+        r#"--for=jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status}=True"#,
+    ]);
+    let route = route_json(&cluster);
+    let parent = &route["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "shifter.dev/controller");
+    assert_eq!(parent["parentRef"]["name"], "web");
+    for c in parent["conditions"].as_array().unwrap() {
+        assert_eq!(c["observedGeneration"], route["metadata"]["generation"], "{c}");
+    }
+    let resolved = parent["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ResolvedRefs").unwrap();
+    assert_eq!((resolved["status"].as_str(), resolved["reason"].as_str()), (Some("False"), Some("BackendNotFound")));
+    assert!(resolved["message"].as_str().unwrap().contains("web-gone"), "{resolved}");
+
+    // 70/30 within the Gateway API mesh weight test's ±5 points. Picks are random: over 500
+    // requests ±5 points is 2.4 standard deviations (a 1.5% chance of failing a correct split),
+    // over 2,000 it is 4.9.
+    wait_for(proxy.gateway, "/shop", &["web-v1", "web-v2"]).await;
+    let served_by_web = web.served();
+    let seen = tally(proxy.gateway, 2000, "/shop/cart").await;
+    let (p1, p2) = (share(&seen, "web-v1"), share(&seen, "web-v2"));
+    assert!((65.0..=75.0).contains(&p1) && (25.0..=35.0).contains(&p2), "70/30 expected, saw {seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), seen.get("web-v1").unwrap_or(&0) + seen.get("web-v2").unwrap_or(&0));
+
+    // Precedence: Exact beats every prefix; a header, query or method match beats the bare prefix.
+    let client = reqwest::Client::new();
+    let gw = proxy.gateway;
+    for _ in 0..20 {
+        assert_eq!(ask(&client, gw, "GET", "/shop/beta", &[]).await, "web-v2", "Exact path");
+        assert_eq!(ask(&client, gw, "GET", "/shop/x", &[("x-version", "v2")]).await, "web-v2", "header");
+        assert_eq!(ask(&client, gw, "GET", "/shop/x?tier=gold", &[]).await, "web-v2", "query parameter");
+        assert_eq!(ask(&client, gw, "DELETE", "/shop/x", &[]).await, "web-v2", "method");
+    }
+    // No rule matches: 404, and the Service's own endpoints are not used.
+    assert_eq!(ask(&client, gw, "GET", "/other", &[]).await, "404");
+    assert_eq!(ask(&client, gw, "GET", "/shopping", &[]).await, "404", "a prefix matches whole segments");
+    assert_eq!(web.served(), served_by_web, "once the route is attached the Service's own endpoints get nothing");
+
+    // A backendRef to a missing Service answers 500 for its share, and nothing else changes.
+    let seen = tally(gw, 200, "/half").await;
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["500", "web-v1"], "{seen:?}");
+    assert!((35.0..=65.0).contains(&share(&seen, "500")), "about half: {seen:?}");
+
+    // A weight patched with kubectl is followed.
+    cluster.kubectl_ok(&[
+        "patch",
+        "httproute",
+        "web",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/rules/0/backendRefs/0/weight","value":0}]"#,
+    ]);
+    wait_for(gw, "/shop", &["web-v2"]).await;
+    let seen = tally(gw, 100, "/shop").await;
+    assert_eq!(seen.get("web-v2"), Some(&100), "{seen:?}");
+    // Status follows the new generation.
+    let generation = route_json(&cluster)["metadata"]["generation"].clone();
+    cluster.kubectl_ok(&[
+        "wait",
+        "httproute/web",
+        "-n",
+        "shop",
+        "--timeout=30s",
+        &format!(
+            r#"--for=jsonpath={{.status.parents[0].conditions[?(@.type=="Accepted")].observedGeneration}}={generation}"#
+        ),
+    ]);
+}
+
+/// A gRPC server whose one streaming call answers with a snapshot naming the server: which
+/// backend a call reached is in the answer.
+async fn grpc_backend(name: &'static str) -> SocketAddr {
+    use shifter_proto::v1::destinations_server::{Destinations, DestinationsServer};
+    use shifter_proto::v1::{Snapshot, WatchRequest};
+
+    struct Named(&'static str);
+    type Stream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Snapshot, tonic::Status>> + Send>>;
+    #[tonic::async_trait]
+    impl Destinations for Named {
+        type WatchStream = Stream;
+        async fn watch(&self, _: tonic::Request<WatchRequest>) -> Result<tonic::Response<Stream>, tonic::Status> {
+            let snapshot = Snapshot { authority: self.0.into(), ..Default::default() };
+            Ok(tonic::Response::new(Box::pin(tokio_stream::once(Ok(snapshot)))))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DestinationsServer::new(Named(name)))
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcroute_splits_real_grpc_calls_by_weight() {
+    use shifter_proto::v1::WatchRequest;
+    use shifter_proto::v1::destinations_client::DestinationsClient;
+
+    let cluster = Cluster::start().await;
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    let (web, v1, v2) = (grpc_backend("grpc-web").await, grpc_backend("grpc-v1").await, grpc_backend("grpc-v2").await);
+    cluster.service("shop", "web", Some(web.port()));
+    cluster.service("shop", "web-v1", Some(v1.port()));
+    cluster.service("shop", "web-v2", Some(v2.port()));
+    let controller = cluster.start_controller("controller-a");
+    let proxy = cluster.start_proxy("proxy-a", AUTHORITY, &controller);
+    cluster.apply(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs:
+  - {group: "", kind: Service, name: web, port: 80}
+  rules:
+  - matches:
+    - method: {service: shifter.proxy.v1.Destinations, method: Watch}
+    backendRefs:
+    - {name: web-v1, port: 80, weight: 70}
+    - {name: web-v2, port: 80, weight: 30}
+"#,
+    );
+    cluster.kubectl_ok(&[
+        "wait",
+        "grpcroute/web",
+        "-n",
+        "shop",
+        "--timeout=30s",
+        r#"--for=jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status}=True"#,
+    ]);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.gateway)).unwrap().connect_lazy();
+    let mut client = DestinationsClient::new(channel);
+    let mut call = async || -> String {
+        match client.watch(WatchRequest::default()).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                match stream.message().await {
+                    Ok(Some(snapshot)) => snapshot.authority,
+                    other => format!("no message: {other:?}"),
+                }
+            }
+            Err(status) => format!("status {:?}", status.code()),
+        }
+    };
+    // Routing settles on the route's backends (the proxy picks the route up after `Accepted`).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = BTreeMap::<String, usize>::new();
+        for _ in 0..40 {
+            *seen.entry(call().await).or_default() += 1;
+        }
+        if seen.keys().all(|k| k == "grpc-v1" || k == "grpc-v2") && seen.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gRPC routing never settled on the route; last saw {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 1,000 calls: ±5 points is 3.5 standard deviations of a correct 70/30 split.
+    let mut seen = BTreeMap::<String, usize>::new();
+    for _ in 0..1000 {
+        *seen.entry(call().await).or_default() += 1;
+    }
+    let (p1, p2) = (share(&seen, "grpc-v1"), share(&seen, "grpc-v2"));
+    assert!((65.0..=75.0).contains(&p1) && (25.0..=35.0).contains(&p2), "70/30 expected, saw {seen:?}");
+}
