@@ -112,12 +112,12 @@ fn spawn_routes(
                         }
                         mark_listed();
                     }
-                    Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if status.code == 404 => {
+                    Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                        if status.code == 404 || status.code == 403 =>
+                    {
                         if !listed_once.load(Ordering::SeqCst) {
-                            info!(
-                                "the cluster does not serve {}; routes of this kind are read once it does",
-                                kind.kind()
-                            );
+                            let why = if status.code == 404 { "does not serve" } else { "does not let shifter list" };
+                            warn!("the cluster {why} {}; routes of this kind are read once it does", kind.kind());
                         }
                         mark_listed();
                     }

@@ -135,6 +135,7 @@ fn absurd_spec() -> impl Strategy<Value = CanarySpec> {
                 webhooks,
                 progress_deadline: d[3].clone().or(d[4].clone()),
                 paused: false,
+                route_ref: None,
             },
         )
 }

@@ -425,8 +425,23 @@ const CONTROLLER_CALLS: &[(&str, &str, &str, bool)] = &[
     ("split.smi-spec.io", "trafficsplits", "watch", false),
     ("specs.smi-spec.io", "httproutegroups", "list", false),
     ("specs.smi-spec.io", "httproutegroups", "watch", false),
-    // status.rs: TrafficSplit status by server-side apply
+    ("gateway.networking.k8s.io", "httproutes", "list", false),
+    ("gateway.networking.k8s.io", "httproutes", "watch", false),
+    ("gateway.networking.k8s.io", "grpcroutes", "list", false),
+    ("gateway.networking.k8s.io", "grpcroutes", "watch", false),
+    // status.rs: TrafficSplit and route status by server-side apply
     ("split.smi-spec.io", "trafficsplits/status", "patch", false),
+    ("gateway.networking.k8s.io", "httproutes/status", "patch", false),
+    ("gateway.networking.k8s.io", "grpcroutes/status", "patch", false),
+    // canary/route.rs: the routes Canaries drive (read, weights patched, created when absent),
+    // and the port of the Canary's Service for a route it creates
+    ("gateway.networking.k8s.io", "httproutes", "get", false),
+    ("gateway.networking.k8s.io", "httproutes", "patch", false),
+    ("gateway.networking.k8s.io", "httproutes", "create", false),
+    ("gateway.networking.k8s.io", "grpcroutes", "get", false),
+    ("gateway.networking.k8s.io", "grpcroutes", "patch", false),
+    ("gateway.networking.k8s.io", "grpcroutes", "create", false),
+    ("", "services", "get", false),
     // canary/reconcile.rs: Canaries, their status, and the splits they own
     ("shifter.dev", "canaries", "list", false),
     ("shifter.dev", "canaries", "watch", false),

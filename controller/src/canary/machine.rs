@@ -216,9 +216,12 @@ impl Machine<'_> {
             && !resumed
         {
             if self.status.phase != CanaryPhase::Paused || !self.paused_for_edit() {
-                let name = &spec.service;
+                let object = match &spec.route_ref {
+                    Some(r) => format!("{:?} {}", r.kind, r.name_or(&spec.service)),
+                    None => format!("TrafficSplit {}", spec.service),
+                };
                 let message = format!(
-                    "TrafficSplit {name} was changed outside this Canary ({what}); shifter will not overwrite it. \
+                    "{object} was changed outside this Canary ({what}); shifter will not overwrite it. \
                      Run `kubectl shift resume {}` to restore {}% to {} and continue, or `kubectl shift abort {}` to roll back",
                     self.name(),
                     self.status.canary_weight,

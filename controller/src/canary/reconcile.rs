@@ -9,19 +9,20 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use shifter_analysis::{Analyzer, AnalyzerConfig, AnyProvider, Target};
 use shifter_crds::TrafficSplit;
 use shifter_crds::canary::{
-    BackendStats, COMMAND_ANNOTATION, Canary, CanaryPhase, CanarySpec, CanaryStatus, OpaqueState, VerdictResult,
+    BackendStats, COMMAND_ANNOTATION, Canary, CanaryPhase, CanarySpec, CanaryStatus, OpaqueState, RouteRef,
+    VerdictResult,
 };
 use shifter_crds::conditions::{condition, set_condition};
 use tracing::warn;
 
 use super::machine::{self, Command, Outcome, SplitObservation, Tick, TickVerdict, stable_of};
-use super::webhooks;
+use super::{route, webhooks};
 use crate::events::EventRecorder;
 use crate::fence::{Fence, WriteError};
 use crate::metrics::ControllerMetrics;
@@ -45,6 +46,12 @@ pub struct CanaryContext {
     pub recorder: EventRecorder,
     /// One HTTP client (one connection pool) for every webhook and Prometheus query.
     pub http: reqwest::Client,
+}
+
+/// What a Canary moves weights on, as read this tick.
+pub enum Weighted {
+    Split(Option<TrafficSplit>),
+    Route(RouteRef, Option<DynamicObject>),
 }
 
 /// What one Canary remembers between ticks: its running analysis. Losing it is safe — the
@@ -115,10 +122,28 @@ pub async fn tick(ctx: &CanaryContext, canary: &Canary, memory: &mut Memory, now
         return report_invalid_spec(ctx, canary, &status, &problems).await;
     }
 
-    let splits: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &ns);
-    let split =
-        splits.get_opt(&spec.service).await.map_err(|source| TickError::Read { what: "TrafficSplit", source })?;
-    let observation = observe_split(split.as_ref(), spec, &status);
+    let target = match &spec.route_ref {
+        None => {
+            let splits: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &ns);
+            let split = splits
+                .get_opt(&spec.service)
+                .await
+                .map_err(|source| TickError::Read { what: "TrafficSplit", source })?;
+            Weighted::Split(split)
+        }
+        Some(r) => {
+            let api = route::api(&ctx.client, canary, r);
+            let found = api
+                .get_opt(r.name_or(&spec.service))
+                .await
+                .map_err(|source| TickError::Read { what: "route", source })?;
+            Weighted::Route(r.clone(), found)
+        }
+    };
+    let observation = match &target {
+        Weighted::Split(split) => observe_split(split.as_ref(), spec, &status),
+        Weighted::Route(_, found) => route::observe(found.as_ref(), canary, &status),
+    };
     let command = canary
         .annotations()
         .get(COMMAND_ANNOTATION)
@@ -132,7 +157,12 @@ pub async fn tick(ctx: &CanaryContext, canary: &Canary, memory: &mut Memory, now
         async move { webhooks::call(&http, hook, &body).await }
     });
     let outcomes = join_all(calls).await;
-    let verdict = analyse(ctx, canary, &status, memory, now).await;
+    // A step is judged only on traffic the route really carries: once it is Accepted at the
+    // generation shifter wrote.
+    let verdict = match &target {
+        Weighted::Route(_, found) if route::waiting(found.as_ref(), canary).is_some() => None,
+        _ => analyse(ctx, canary, &status, memory, now).await,
+    };
 
     let tick = Tick {
         now,
@@ -147,7 +177,7 @@ pub async fn tick(ctx: &CanaryContext, canary: &Canary, memory: &mut Memory, now
     let mut outcome = machine::advance(&tick);
     keep_analysis_in_step(memory, &status, &mut outcome, now);
     outcome.status.backends = backend_stats(&ctx.telemetry, &ns, spec, &outcome.status, now);
-    apply(ctx, canary, &status, &outcome, &observation).await?;
+    apply(ctx, canary, &status, &outcome, &observation, &target).await?;
     ctx.metrics.record_canary(&key, outcome.status.canary_weight, outcome.status.phase, verdict.map(|v| v.result));
     Ok(())
 }
@@ -246,6 +276,7 @@ async fn apply(
     before: &CanaryStatus,
     outcome: &Outcome,
     observation: &SplitObservation,
+    target: &Weighted,
 ) -> Result<(), TickError> {
     if outcome.status != *before {
         write_status(ctx, canary, &outcome.status).await?;
@@ -259,8 +290,22 @@ async fn apply(
     if let Some(w) = weight
         && !(matches!(observation, SplitObservation::Edited(_)) && outcome.status.phase == CanaryPhase::Paused)
     {
-        let splits: Api<TrafficSplit> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
-        ctx.fence.write(write_split(&splits, canary, &outcome.status, w)).await.map_err(write_err("TrafficSplit"))?;
+        match target {
+            Weighted::Split(_) => {
+                let splits: Api<TrafficSplit> =
+                    Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+                ctx.fence
+                    .write(write_split(&splits, canary, &outcome.status, w))
+                    .await
+                    .map_err(write_err("TrafficSplit"))?;
+            }
+            Weighted::Route(r, found) => {
+                ctx.fence
+                    .write(route::write(&ctx.client, canary, r, found.as_ref(), &outcome.status, w))
+                    .await
+                    .map_err(write_err("route"))?;
+            }
+        }
     }
     let regarding = reference(canary);
     for (reason, note, warning) in &outcome.events {

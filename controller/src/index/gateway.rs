@@ -212,10 +212,13 @@ pub fn routes(
                 backend_timeout_ms: rule.backend_timeout_ms,
                 empty_backend_fails: true,
             };
-            let everything = [Match {
-                matcher: pb::HttpMatch::default(),
-                rank: Rank { path_kind: Rank::PREFIX, path_len: 1, ..Rank::default() },
-            }];
+            // A rule without matches takes every request: for an HTTPRoute it ranks as a
+            // PathPrefix `/` match, for a GRPCRoute below every method match.
+            let rank = match kind {
+                RouteKind::Http => Rank { path_kind: Rank::PREFIX, path_len: 1, ..Rank::default() },
+                RouteKind::Grpc => Rank::default(),
+            };
+            let everything = [Match { matcher: pb::HttpMatch::default(), rank }];
             let matches = if rule.matches.is_empty() { &everything[..] } else { &rule.matches[..] };
             for (m, matched) in matches.iter().enumerate() {
                 let route = pb::Route { matches: vec![matched.matcher.clone()], ..template.clone() };
@@ -223,7 +226,7 @@ pub fn routes(
             }
         }
     }
-    entries.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+    entries.sort_by_key(|e| (e.0, e.1, e.2, e.3));
     entries.into_iter().map(|e| e.4).collect()
 }
 
@@ -285,10 +288,10 @@ pub fn reports(state: &ClusterState, key: &RouteKey) -> Vec<ParentReport> {
     let mut refs: Vec<(&'static str, String)> = Vec::new();
     for rule in &route.rules {
         for b in &rule.backends {
-            if let Err(problem) = resolve_backend(state, b) {
-                if !refs.contains(&problem) {
-                    refs.push(problem);
-                }
+            if let Err(problem) = resolve_backend(state, b)
+                && !refs.contains(&problem)
+            {
+                refs.push(problem);
             }
         }
     }

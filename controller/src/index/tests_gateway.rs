@@ -252,3 +252,25 @@ fn a_grpc_route_matches_service_and_method_as_a_path() {
     assert_eq!(snap.routes[0].matches[0].path_regex, r"/shop\.Cart/Add$");
     assert_eq!(snap.routes[1].matches[0].path_regex, r"/shop\.Cart/[^/]+$");
 }
+
+#[test]
+fn a_grpc_rule_without_matches_takes_only_what_no_method_match_takes() {
+    let index = shop();
+    apply(
+        &index,
+        RouteKind::Grpc,
+        &mk_route(
+            RouteKind::Grpc,
+            "web",
+            "2026-01-01T00:00:00Z",
+            json!({
+                "parentRefs": parent(),
+                "rules": [
+                    {"backendRefs": [{"name": "web-v1", "port": 80}]},
+                    {"matches": [{"method": {"service": "shop.Cart"}}], "backendRefs": [{"name": "web-v2", "port": 80}]},
+                ],
+            }),
+        ),
+    );
+    assert_eq!(names(&index.current(&web())), ["GRPCRoute/shop/web/1", "GRPCRoute/shop/web/0"]);
+}

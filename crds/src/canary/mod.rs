@@ -82,6 +82,44 @@ pub struct CanarySpec {
     /// Hold the rollout where it is; traffic stays at the current weight.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Move weights on this Gateway API route instead of a TrafficSplit: an HTTPRoute or
+    /// GRPCRoute whose parentRef is the `service` Service, created if absent. shifter changes only
+    /// the weights of the stable and canary backendRefs in it (adding the canary's next to the
+    /// stable one), and judges a step once the route is Accepted at its current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_ref: Option<RouteRef>,
+}
+
+/// A Gateway API route a Canary moves weights on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRef {
+    /// `HTTPRoute` (default) or `GRPCRoute`.
+    #[serde(default)]
+    pub kind: RouteRefKind,
+    /// The route's name in the Canary's namespace (default: the `service` name); lower-case
+    /// letters, digits, `-` and `.`, at most 253 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(ROUTE_NAME_PATTERN), length(min = 1, max = 253))]
+    pub name: Option<String>,
+}
+
+/// The route kinds a Canary can drive.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RouteRefKind {
+    #[default]
+    HTTPRoute,
+    GRPCRoute,
+}
+
+/// A DNS subdomain, as Kubernetes object names are.
+pub const ROUTE_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+impl RouteRef {
+    /// The route's name: `name`, else the Canary's `service`.
+    pub fn name_or<'a>(&'a self, service: &'a str) -> &'a str {
+        self.name.as_deref().unwrap_or(service)
+    }
 }
 
 /// One step of a rollout.

@@ -64,7 +64,25 @@ pub fn validate(spec: &CanarySpec) -> Vec<String> {
     analysis(&mut p, &spec.analysis);
     webhooks(&mut p, &spec.webhooks);
     p.duration("spec.progressDeadline", spec.progress_deadline.as_deref(), PROGRESS_DEADLINE);
+    if let Some(name) = spec.route_ref.as_ref().and_then(|r| r.name.as_deref()) {
+        let valid = is_object_name(name);
+        if !valid {
+            p.push("spec.routeRef.name", format!("{name:?} is not an object name: use lower-case letters, digits, '-' and '.', at most 253 characters"));
+        }
+    }
     p.0
+}
+
+/// A DNS subdomain: labels of lower-case letters, digits and `-`, not starting or ending with `-`.
+fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 struct Problems(Vec<String>);
