@@ -106,3 +106,17 @@ fn the_schema_check_catches_a_typo() {
         vec![".spec.backends is required".to_string(), ".spec.backend is not a known field".to_string()]
     );
 }
+
+#[test]
+fn the_canary_driving_a_route_passes_the_schema_and_validation() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway-api/canary-httproute.yaml");
+    let docs: Vec<Value> = documents(&file).into_iter().filter(|d| d["kind"] == "Canary").collect();
+    assert_eq!(docs.len(), 1, "{}", file.display());
+    let mut problems = Vec::new();
+    schema_problems(&docs[0], &schema_for("shifter.dev/v1alpha1", "Canary").unwrap(), "", &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    let canary: Canary = serde_json::from_value(docs[0].clone()).unwrap();
+    assert_eq!(shifter_crds::canary::validate(&canary.spec), Vec::<String>::new());
+    let route = canary.spec.route_ref.expect("the example names a route");
+    assert_eq!(route.name_or(&canary.spec.service), "web");
+}

@@ -494,4 +494,18 @@ mod tests {
         let err = serde_json::from_str::<Provider>(r#"{"dataPlane":"cilium"}"#).unwrap_err();
         assert!(err.to_string().contains("expected one of `shifter`, `linkerd`, `istio`, `envoy`"), "{err}");
     }
+
+    #[test]
+    fn a_route_ref_names_an_object() {
+        let mut s = spec();
+        s.route_ref = Some(crate::canary::RouteRef { name: Some("web.v2".into()), ..Default::default() });
+        assert!(validate(&s).is_empty());
+        s.route_ref = Some(crate::canary::RouteRef { name: Some("Web_2".into()), ..Default::default() });
+        assert_eq!(
+            validate(&s),
+            [
+                "spec.routeRef.name: \"Web_2\" is not an object name: use lower-case letters, digits, '-' and '.', at most 253 characters"
+            ]
+        );
+    }
 }
