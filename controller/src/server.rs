@@ -53,11 +53,12 @@ impl<I: DestinationIndex> Destinations for DestinationService<I> {
         let req = request.into_inner();
         let authority: Authority =
             req.authority.parse().map_err(|e: crate::AuthorityError| Status::invalid_argument(e.to_string()))?;
-        let proxy = req.proxy.map(|p| p.id).unwrap_or_default();
-        debug!(%authority, %proxy, "proxy watching");
+        let (proxy, namespace) = req.proxy.map(|p| (p.id, p.namespace)).unwrap_or_default();
+        debug!(%authority, %proxy, %namespace, "proxy watching");
         // Each stream reads its own watch channel: a slow proxy only ever misses intermediate
-        // snapshots (it gets the newest), and never delays another proxy.
-        let rx = self.index.watch(&authority);
+        // snapshots (it gets the newest), and never delays another proxy. The proxy's namespace
+        // picks the Gateway API consumer routes that apply to it.
+        let rx = self.index.watch_from(&authority, &namespace);
         self.metrics.watch_streams.fetch_add(1, Ordering::Relaxed);
         let guard = StreamGuard(self.metrics.clone());
         let metrics = self.metrics.clone();

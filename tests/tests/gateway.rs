@@ -285,3 +285,44 @@ spec:
     let (p1, p2) = (share(&seen, "grpc-v1"), share(&seen, "grpc-v2"));
     assert!((65.0..=75.0).contains(&p1) && (25.0..=35.0).contains(&p2), "70/30 expected, saw {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_route_applies_only_to_clients_in_its_namespace() {
+    let cluster = Cluster::start().await;
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: checkout}\n");
+    let web = Backend::start("web").await;
+    cluster.service("shop", "web", Some(web.port()));
+    let controller = cluster.start_controller("controller-a");
+    let shop_proxy = cluster.start_proxy("proxy-shop", AUTHORITY, &controller);
+    let gateway = std::net::SocketAddr::from(([127, 0, 0, 1], shifter_tests::cluster::free_port()));
+    let listener = ["--gateway".to_string(), format!("{gateway}={AUTHORITY}"), "--namespace".into(), "checkout".into()];
+    let (_checkout_proxy, _) = cluster.spawn_proxy("proxy-checkout", &controller, &listener, "info");
+    // The checkout team only calls /api on web: anything else is a mistake it wants to see.
+    cluster.apply(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-from-checkout, namespace: checkout}
+spec:
+  parentRefs:
+  - {group: "", kind: Service, name: web, namespace: shop, port: 80}
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+    backendRefs:
+    - {name: web, namespace: shop, port: 80}
+"#,
+    );
+    cluster.kubectl_ok(&[
+        "wait",
+        "httproute/web-from-checkout",
+        "-n",
+        "checkout",
+        "--timeout=30s",
+        r#"--for=jsonpath={.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}=True"#,
+    ]);
+    wait_for(gateway, "/other", &["404"]).await;
+    wait_for(gateway, "/api/cart", &["web"]).await;
+    // Clients in the Service's own namespace are not affected.
+    wait_for(shop_proxy.gateway, "/other", &["web"]).await;
+}

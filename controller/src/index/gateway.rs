@@ -2,8 +2,10 @@
 //! HTTPRoute and GRPCRoute is reduced to, the rules that turn attached routes into a snapshot's
 //! routes in the spec's precedence, and what each route's `status.parents` says.
 //!
-//! - Routes in the Service's own namespace attach to it for every client. A Service with any
-//!   accepted route attached is routed by its routes alone: a request matching no rule gets 404.
+//! - Routes in the Service's own namespace (producer routes) attach to it for every client; routes
+//!   in a client's namespace naming it (consumer routes) replace them for that client. A Service
+//!   with any accepted route attached is routed by its routes alone: a request matching no rule
+//!   gets 404.
 //! - A Gateway API route and a TrafficSplit for the same Service: the route wins, and the split
 //!   says so in its `Accepted` condition (reason `Superseded`).
 //! - A backendRef that cannot be resolved answers its share of requests with 500; a resolved one
@@ -156,19 +158,34 @@ pub struct ParentReport {
 /// A route's key: namespace, kind, name.
 pub type RouteKey = (String, RouteKind, String);
 
-/// Accepted routes attached to the Service behind `authority`, oldest first (then by key).
-pub fn attached<'a>(state: &'a ClusterState, authority: &Authority) -> Vec<(&'a RouteKey, &'a RouteInfo)> {
-    let mut routes: Vec<(&RouteKey, &RouteInfo)> = state
-        .gateway_routes
-        .iter()
-        .filter(|((ns, _, _), r)| {
-            *ns == authority.namespace
-                && r.unsupported.is_empty()
-                && attaches(r, ns, &authority.service, Some(authority.port))
-        })
-        .collect();
-    routes.sort_by(|a, b| (&a.1.created, a.0).cmp(&(&b.1.created, b.0)));
-    routes
+/// Accepted routes attached to the Service behind `authority` for clients in `client_namespace`,
+/// oldest first (then by key): the consumer routes in the client's namespace when it is not the
+/// Service's and has any, else the Service's own (producer) routes.
+pub fn attached<'a>(
+    state: &'a ClusterState,
+    authority: &Authority,
+    client_namespace: &str,
+) -> Vec<(&'a RouteKey, &'a RouteInfo)> {
+    let from = |route_ns: &str| {
+        let mut routes: Vec<(&RouteKey, &RouteInfo)> = state
+            .gateway_routes
+            .iter()
+            .filter(|((ns, _, _), r)| {
+                ns == route_ns
+                    && r.unsupported.is_empty()
+                    && attaches(r, &authority.namespace, &authority.service, Some(authority.port))
+            })
+            .collect();
+        routes.sort_by(|a, b| (&a.1.created, a.0).cmp(&(&b.1.created, b.0)));
+        routes
+    };
+    if client_namespace != authority.namespace {
+        let consumer = from(client_namespace);
+        if !consumer.is_empty() {
+            return consumer;
+        }
+    }
+    from(&authority.namespace)
 }
 
 /// Whether any accepted route attaches to the Service `service` in `namespace` (any port).
@@ -194,7 +211,7 @@ fn attaches(route: &RouteInfo, namespace: &str, service: &str, port: Option<u16>
 pub fn routes(
     state: &ClusterState,
     attached: &[(&RouteKey, &RouteInfo)],
-    backend: impl Fn(&str, &ServicePortInfo, u64) -> pb::WeightedBackend,
+    backend: impl Fn(&str, &str, &ServicePortInfo, u64) -> pb::WeightedBackend,
 ) -> Vec<pb::Route> {
     let mut entries: Vec<(Reverse<Rank>, usize, usize, usize, pb::Route)> = Vec::new();
     for (order, ((ns, kind, name), route)) in attached.iter().enumerate() {
@@ -237,7 +254,7 @@ fn rule_backends(
     state: &ClusterState,
     namespace: &str,
     rule: &Rule,
-    backend: &impl Fn(&str, &ServicePortInfo, u64) -> pb::WeightedBackend,
+    backend: &impl Fn(&str, &str, &ServicePortInfo, u64) -> pb::WeightedBackend,
 ) -> Vec<pb::WeightedBackend> {
     if rule.redirect.is_some() {
         return vec![];
@@ -255,7 +272,7 @@ fn rule_backends(
         .iter()
         .filter(|b| b.weight > 0)
         .map(|b| match resolve_backend(state, b) {
-            Ok(port) => backend(&b.name, port, b.weight),
+            Ok(port) => backend(&b.namespace, &b.name, port, b.weight),
             Err((_, why)) => failing(&b.name, b.weight, why),
         })
         .collect();
@@ -284,7 +301,6 @@ fn resolve_backend<'a>(state: &'a ClusterState, b: &BackendRef) -> Result<&'a Se
 /// What the route's status says for each Service parent it names.
 pub fn reports(state: &ClusterState, key: &RouteKey) -> Vec<ParentReport> {
     let Some(route) = state.gateway_routes.get(key) else { return vec![] };
-    let (ns, _, _) = key;
     let mut refs: Vec<(&'static str, String)> = Vec::new();
     for rule in &route.rules {
         for b in &rule.backends {
@@ -308,17 +324,11 @@ pub fn reports(state: &ClusterState, key: &RouteKey) -> Vec<ParentReport> {
             let service = state.services.get(&(parent.namespace.clone(), parent.name.clone()));
             let accepted: Check = if !route.unsupported.is_empty() {
                 Err(("UnsupportedValue", format!("not implemented by shifter: {}", route.unsupported.join("; "))))
-            } else if parent.namespace != *ns {
-                Err((
-                    "UnsupportedValue",
-                    format!(
-                        "a route in namespace {ns} for Service {}/{} applies only to clients in {ns}, which shifter does not implement yet",
-                        parent.namespace, parent.name
-                    ),
-                ))
             } else {
                 match (service, parent.port) {
-                    (None, _) => Err(("NoMatchingParent", format!("Service {}/{} not found", parent.namespace, parent.name))),
+                    (None, _) => {
+                        Err(("NoMatchingParent", format!("Service {}/{} not found", parent.namespace, parent.name)))
+                    }
                     (Some(svc), Some(port)) if svc.port(port).is_none() => Err((
                         "NoMatchingParent",
                         format!("Service {}/{} has no port {port}", parent.namespace, parent.name),

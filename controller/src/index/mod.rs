@@ -28,7 +28,14 @@ use state::{ServiceInfo, SliceInfo, key_of, route_group_matches};
 pub trait DestinationIndex: Send + Sync + 'static {
     /// The current snapshot for `authority` and every later one. Snapshots coalesce: a slow reader
     /// sees only the newest.
-    fn watch(&self, authority: &Authority) -> watch::Receiver<Arc<Published>>;
+    fn watch(&self, authority: &Authority) -> watch::Receiver<Arc<Published>> {
+        self.watch_from(authority, &authority.namespace)
+    }
+
+    /// The same as seen by a client in `client_namespace`: Gateway API consumer routes in that
+    /// namespace for the Service replace its producer routes for that client. An empty namespace
+    /// means the Service's own.
+    fn watch_from(&self, authority: &Authority, client_namespace: &str) -> watch::Receiver<Arc<Published>>;
 }
 
 /// A snapshot and when the index produced it (for push-latency metrics).
@@ -50,7 +57,8 @@ const SWEEP_AT: usize = 1024;
 
 struct Inner {
     state: ClusterState,
-    published: HashMap<Authority, Channel>,
+    /// Keyed by authority and the namespace of the clients it is for.
+    published: HashMap<(Authority, String), Channel>,
     /// Size of `published` that triggers the next sweep.
     sweep_at: usize,
     /// Versions start from the process start time so a restarted controller never goes back.
@@ -220,7 +228,7 @@ impl Index {
 
     /// The digest of the routing an authority would get now, without subscribing to it.
     pub fn digest_for(&self, authority: &Authority) -> String {
-        with_digest(resolve::snapshot(&self.lock().state, authority)).digest
+        with_digest(resolve::snapshot(&self.lock().state, authority, &authority.namespace)).digest
     }
 
     /// Ticks on every change to the state; the status writer waits on it.
@@ -239,26 +247,28 @@ impl Index {
             .published
             .iter()
             .filter(|(_, p)| p.tx.receiver_count() > 0)
-            .map(|(a, p)| (a.clone(), p.tx.borrow().snapshot.version))
+            .map(|((a, _), p)| (a.clone(), p.tx.borrow().snapshot.version))
             .collect()
     }
 }
 
 impl DestinationIndex for Index {
-    fn watch(&self, authority: &Authority) -> watch::Receiver<Arc<Published>> {
+    fn watch_from(&self, authority: &Authority, client_namespace: &str) -> watch::Receiver<Arc<Published>> {
+        let client = if client_namespace.is_empty() { &authority.namespace } else { client_namespace };
+        let key = (authority.clone(), client.to_string());
         let mut inner = self.lock();
-        if let Some(p) = inner.published.get(authority) {
+        if let Some(p) = inner.published.get(&key) {
             return p.tx.subscribe();
         }
         if inner.published.len() >= inner.sweep_at {
             inner.published.retain(|_, p| p.tx.receiver_count() > 0);
             inner.sweep_at = SWEEP_AT.max(2 * inner.published.len());
         }
-        let content = with_digest(resolve::snapshot(&inner.state, authority));
+        let content = with_digest(resolve::snapshot(&inner.state, authority, client));
         inner.next_version += 1;
         let first = pb::Snapshot { version: inner.next_version, ..content.clone() };
         let (tx, rx) = watch::channel(Arc::new(Published { snapshot: first, at: Instant::now() }));
-        inner.published.insert(authority.clone(), Channel { tx, content });
+        inner.published.insert(key, Channel { tx, content });
         rx
     }
 }
@@ -283,11 +293,12 @@ impl Inner {
     fn republish(&mut self, namespace: Option<&str>) {
         self.published.retain(|_, p| p.tx.receiver_count() > 0);
         let Inner { state, published, next_version, .. } = self;
-        for (authority, p) in published.iter_mut() {
-            if namespace.is_some_and(|ns| ns != authority.namespace) {
+        for ((authority, client), p) in published.iter_mut() {
+            // A namespace's objects route its Services, and its consumer routes its clients.
+            if namespace.is_some_and(|ns| ns != authority.namespace && ns != client) {
                 continue;
             }
-            let content = with_digest(resolve::snapshot(state, authority));
+            let content = with_digest(resolve::snapshot(state, authority, client));
             if content == p.content {
                 continue;
             }

@@ -51,7 +51,8 @@ pub fn active_split<'a>(state: &'a ClusterState, namespace: &str, service: &str)
 }
 
 /// Computes the routing snapshot for one authority (version 0; the index assigns versions).
-pub fn snapshot(state: &ClusterState, authority: &Authority) -> pb::Snapshot {
+/// `client_namespace` is where the clients that get it run (consumer routes there apply).
+pub fn snapshot(state: &ClusterState, authority: &Authority, client_namespace: &str) -> pb::Snapshot {
     let ns = &authority.namespace;
     let mut snap = pb::Snapshot {
         authority: authority.to_string(),
@@ -64,10 +65,12 @@ pub fn snapshot(state: &ClusterState, authority: &Authority) -> pb::Snapshot {
     let Some(apex_port) = apex.port(authority.port) else { return snap };
     snap.exists = true;
     let apex_backend = backend(state, ns, &authority.service, apex_port, 1);
-    let attached = gateway::attached(state, authority);
-    if let Some(((_, kind, name), _)) = attached.first() {
-        snap.routes = gateway::routes(state, &attached, |svc, port, weight| backend(state, ns, svc, port, weight));
-        snap.split = format!("{}/{ns}/{name}", kind.kind());
+    let attached = gateway::attached(state, authority, client_namespace);
+    if let Some(((route_ns, kind, name), _)) = attached.first() {
+        snap.routes = gateway::routes(state, &attached, |backend_ns, svc, port, weight| {
+            backend(state, backend_ns, svc, port, weight)
+        });
+        snap.split = format!("{}/{route_ns}/{name}", kind.kind());
         return snap;
     }
     let default_route = pb::Route {

@@ -274,3 +274,35 @@ fn a_grpc_rule_without_matches_takes_only_what_no_method_match_takes() {
     );
     assert_eq!(names(&index.current(&web())), ["GRPCRoute/shop/web/1", "GRPCRoute/shop/web/0"]);
 }
+
+#[test]
+fn a_consumer_route_applies_to_clients_in_its_namespace_only() {
+    let index = shop();
+    let mut route = mk_route(
+        RouteKind::Http,
+        "web-timeouts",
+        "2026-01-01T00:00:00Z",
+        json!({
+            "parentRefs": [{"group": "", "kind": "Service", "name": "web", "namespace": NS, "port": 80}],
+            "rules": [{
+                "timeouts": {"request": "2s"},
+                "backendRefs": [{"name": "web", "namespace": NS, "port": 80}],
+            }],
+        }),
+    );
+    route.metadata.namespace = Some("checkout".into());
+    let info = super::translate::route(RouteKind::Http, &route);
+    assert_eq!(info.unsupported, Vec::<String>::new());
+    index.apply_gateway_route(("checkout".into(), RouteKind::Http, "web-timeouts".into()), info);
+
+    let for_checkout = index.watch_from(&web(), "checkout").borrow().snapshot.clone();
+    assert_eq!(names(&for_checkout), ["HTTPRoute/checkout/web-timeouts/0"]);
+    assert_eq!(for_checkout.routes[0].request_timeout_ms, 2000);
+    let b = &for_checkout.routes[0].backends[0];
+    assert_eq!((b.service.as_str(), b.namespace.as_str(), b.fail_status, b.endpoints.len()), ("web", NS, 0, 1));
+    assert_eq!(names(&index.current(&web())), ["default"], "clients elsewhere keep the Service as it is");
+    assert_eq!(names(&index.watch_from(&web(), "billing").borrow().snapshot), ["default"]);
+
+    let (_, reports) = index.gateway_route(&("checkout".into(), RouteKind::Http, "web-timeouts".into())).unwrap();
+    assert_eq!((reports[0].accepted.is_ok(), reports[0].resolved_refs.is_ok()), (true, true), "{reports:?}");
+}

@@ -17,11 +17,14 @@ use super::state::last_spec_manager;
 /// Translates one route object.
 pub fn route(kind: RouteKind, obj: &DynamicObject) -> RouteInfo {
     let namespace = obj.namespace().unwrap_or_default();
-    let mut t = Translation { namespace: namespace.clone(), kind, unsupported: Vec::new() };
+    let mut t =
+        Translation { namespace: namespace.clone(), kind, unsupported: Vec::new(), service_parents: Vec::new() };
     let empty = Map::new();
     let spec = obj.data.get("spec").and_then(Value::as_object).unwrap_or(&empty);
     t.known(spec, "spec", &["parentRefs", "hostnames", "rules"]);
-    let parents = array(spec, "parentRefs").iter().enumerate().map(|(i, p)| t.parent(i, p)).collect();
+    let parents: Vec<Parent> = array(spec, "parentRefs").iter().enumerate().map(|(i, p)| t.parent(i, p)).collect();
+    t.service_parents =
+        parents.iter().filter_map(|p| p.service.as_ref()).map(|s| (s.namespace.clone(), s.name.clone())).collect();
     let rules = array(spec, "rules").iter().enumerate().map(|(i, r)| t.rule(i, r)).collect();
     let status_parents = obj.data.pointer("/status/parents").and_then(Value::as_array).cloned().unwrap_or_default();
     RouteInfo {
@@ -42,6 +45,9 @@ struct Translation {
     namespace: String,
     kind: RouteKind,
     unsupported: Vec<String>,
+    /// The Services the route attaches to: a backendRef to one of them is the destination its
+    /// clients already call, so it needs no grant across namespaces (a consumer route's).
+    service_parents: Vec<(String, String)>,
 }
 
 fn array<'a>(obj: &'a Map<String, Value>, key: &str) -> &'a [Value] {
@@ -360,7 +366,7 @@ impl Translation {
         let namespace = string(b, "namespace").unwrap_or(&self.namespace).to_string();
         let invalid = if kind != "Service" || !(group.is_empty() || group == "core") {
             Some(("InvalidKind", format!("{path}: {group}/{kind} {name} is not a Service")))
-        } else if namespace != self.namespace {
+        } else if namespace != self.namespace && !self.service_parents.contains(&(namespace.clone(), name.clone())) {
             Some((
                 "RefNotPermitted",
                 format!(
