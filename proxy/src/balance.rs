@@ -189,7 +189,23 @@ pub(crate) fn pick_weighted(weights: impl Iterator<Item = u64> + Clone, total: u
     if total == 0 {
         return None;
     }
-    let mut x = rand::rng().random_range(0..total);
+    pick_at(weights, rand::rng().random_range(0..total))
+}
+
+/// The `draw`-th choice over `weights` from a golden-ratio (Weyl) sequence: any run of
+/// consecutive draws splits by the weights to within about `ln(n)/n`, where independent random
+/// draws stray by `1/√n` (±2 points over 500 requests at 70/30, instead of ±4), yet no backend
+/// sees a regular pattern.
+pub(crate) fn pick_sequenced(weights: impl Iterator<Item = u64> + Clone, total: u64, draw: u64) -> Option<usize> {
+    if total == 0 {
+        return None;
+    }
+    let fraction = draw.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    pick_at(weights, ((u128::from(fraction) * u128::from(total)) >> 64) as u64)
+}
+
+/// The index whose cumulative weight range holds `x` (`x < total`).
+fn pick_at(weights: impl Iterator<Item = u64> + Clone, mut x: u64) -> Option<usize> {
     for (i, w) in weights.enumerate() {
         if x < w {
             return Some(i);

@@ -3,13 +3,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use regex::Regex;
 use shifter_proto::v1::{self as pb, HttpMatch, Snapshot, WeightedBackend, path_modifier};
 
-use crate::balance::{EndpointRegistry, EndpointState, pick_weighted};
+use crate::balance::{EndpointRegistry, EndpointState, pick_sequenced, pick_weighted};
 use crate::config::Settings;
 use crate::error::RouteError;
 use crate::metrics::{BackendKey, BackendStats, Metrics};
@@ -39,6 +40,8 @@ pub(crate) struct CompiledRoute {
     pub timeout: Option<Duration>,
     /// A drawn backend with no ready endpoint answers 503 rather than the draw moving on.
     empty_backend_fails: bool,
+    /// Draws so far (from a random start), for [`pick_sequenced`].
+    draws: AtomicU64,
 }
 
 /// A route's filters, checked when the snapshot is compiled.
@@ -124,6 +127,7 @@ impl RouteTable {
                 filters: compile_filters(&r.name, r)?,
                 timeout,
                 empty_backend_fails: r.empty_backend_fails,
+                draws: AtomicU64::new(rand::random()),
             });
         }
         Ok(Self { snapshot, routes })
@@ -168,7 +172,8 @@ impl CompiledRoute {
     /// On a route whose empty backends fail (Gateway API), and for a backend that cannot be used
     /// at all, the draw stands: that backend's share is answered with an error.
     pub fn pick_backend(&self) -> Option<&Backend> {
-        let i = pick_weighted(self.backends.iter().map(|b| b.weight), self.total_weight)?;
+        let draw = self.draws.fetch_add(1, Ordering::Relaxed);
+        let i = pick_sequenced(self.backends.iter().map(|b| b.weight), self.total_weight, draw)?;
         let chosen = &self.backends[i];
         if chosen.can_serve() || chosen.invalid.is_some() || self.empty_backend_fails {
             return Some(chosen);
@@ -428,6 +433,21 @@ mod tests {
             assert!(Arc::ptr_eq(&r.pick_backend().unwrap().stats, &r.backends[1].stats));
         }
         assert!(r.backends[0].stats.render_skips() > 0);
+    }
+
+    #[test]
+    fn every_run_of_draws_splits_by_the_weights() {
+        let t = table(vec![Route {
+            name: "r".into(),
+            backends: vec![backend("v1", 70, &[1]), backend("v2", 30, &[2])],
+            ..Default::default()
+        }]);
+        let r = t.route_for(&Method::GET, "/", None, &HeaderMap::new()).unwrap().route;
+        for _ in 0..20 {
+            let to_v1 =
+                (0..500).filter(|_| Arc::ptr_eq(&r.pick_backend().unwrap().stats, &r.backends[0].stats)).count();
+            assert!((345..=355).contains(&to_v1), "500 draws at 70/30 sent {to_v1} to v1");
+        }
     }
 
     #[test]

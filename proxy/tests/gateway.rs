@@ -141,11 +141,12 @@ async fn weights_70_30_hold_within_5_points() {
     let (v1, v2) = (http_backend("web-v1").await, http_backend("web-v2").await);
     let backends = vec![backend("web-v1", 70, &[v1.addr]), backend("web-v2", 30, &[v2.addr])];
     let proxy = gateway(vec![rule("split", vec![prefix("/")], backends)]).await;
-    // Over 2,000 requests, 5 points is about five standard deviations of a fair 30% draw.
-    let seen = spread(&http1_client(), proxy.gateway_addrs()[0], 2_000, 8).await;
+    // 500 requests, as the Gateway API mesh weight test sends: the proxy's sequenced draws keep
+    // every run within a point or two of the weights, concurrent requests included.
+    let seen = spread(&http1_client(), proxy.gateway_addrs()[0], 500, 8).await;
     let (a, b) = (seen.get("200 web-v1").copied().unwrap_or(0), seen.get("200 web-v2").copied().unwrap_or(0));
-    assert_eq!(a + b, 2_000, "{seen:?}");
-    let share = b as f64 / 20.0;
+    assert_eq!(a + b, 500, "{seen:?}");
+    let share = b as f64 / 5.0;
     assert!((25.0..=35.0).contains(&share), "web-v2 got {share}% of traffic");
     assert_eq!((v1.hits() as usize, v2.hits() as usize), (a, b));
 }

@@ -130,12 +130,12 @@ async fn an_httproute_on_a_service_splits_matches_and_reports_accepted() {
     assert_eq!((resolved["status"].as_str(), resolved["reason"].as_str()), (Some("False"), Some("BackendNotFound")));
     assert!(resolved["message"].as_str().unwrap().contains("web-gone"), "{resolved}");
 
-    // 70/30 within the Gateway API mesh weight test's ±5 points. Picks are random: over 500
-    // requests ±5 points is 2.4 standard deviations (a 1.5% chance of failing a correct split),
-    // over 2,000 it is 4.9.
+    // 70/30 over 500 requests within the Gateway API mesh weight test's ±5 points: the proxy
+    // draws from a low-discrepancy sequence, so every run of requests splits to within a point or
+    // two (independent random draws would miss ±5 in 1.5% of correct runs).
     wait_for(proxy.gateway, "/shop", &["web-v1", "web-v2"]).await;
     let served_by_web = web.served();
-    let seen = tally(proxy.gateway, 2000, "/shop/cart").await;
+    let seen = tally(proxy.gateway, 500, "/shop/cart").await;
     let (p1, p2) = (share(&seen, "web-v1"), share(&seen, "web-v2"));
     assert!((65.0..=75.0).contains(&p1) && (25.0..=35.0).contains(&p2), "70/30 expected, saw {seen:?}");
     assert_eq!(seen.values().sum::<usize>(), seen.get("web-v1").unwrap_or(&0) + seen.get("web-v2").unwrap_or(&0));
@@ -277,9 +277,8 @@ spec:
         assert!(Instant::now() < deadline, "gRPC routing never settled on the route; last saw {seen:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // 1,000 calls: ±5 points is 3.5 standard deviations of a correct 70/30 split.
     let mut seen = BTreeMap::<String, usize>::new();
-    for _ in 0..1000 {
+    for _ in 0..500 {
         *seen.entry(call().await).or_default() += 1;
     }
     let (p1, p2) = (share(&seen, "grpc-v1"), share(&seen, "grpc-v2"));
