@@ -151,6 +151,30 @@ impl Cluster {
             .collect()
     }
 
+    /// Waits for Canary `ns/name` to reach a terminal phase (`Succeeded` or `RolledBack`) and
+    /// returns the phase with the Canary's JSON; a timeout fails naming the status and `context()`
+    /// (e.g. the controller's output).
+    pub fn wait_for_canary_end(
+        &self,
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+        context: impl Fn() -> String,
+    ) -> (String, serde_json::Value) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c: serde_json::Value =
+                serde_json::from_str(&self.kubectl_ok(&["get", "canary", name, "-n", ns, "-o", "json"]))
+                    .expect("kubectl prints JSON");
+            let phase = c["status"]["phase"].as_str().unwrap_or_default().to_string();
+            if phase == "Succeeded" || phase == "RolledBack" {
+                return (phase, c);
+            }
+            assert!(Instant::now() < deadline, "rollout did not end in {timeout:?}: {}\n{}", c["status"], context());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Who holds the controller's leader Lease (the controllers here keep it in `default`).
     pub fn lease_holder(&self) -> String {
         let jsonpath = "jsonpath={.spec.holderIdentity}";

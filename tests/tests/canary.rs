@@ -80,21 +80,7 @@ impl Rollout {
 
     /// Waits for a terminal phase and returns it with the canary JSON.
     fn wait_for_end(&self, timeout: Duration) -> (String, Value) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let c = self.canary_json();
-            let phase = c["status"]["phase"].as_str().unwrap_or_default().to_string();
-            if phase == "Succeeded" || phase == "RolledBack" {
-                return (phase, c);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rollout did not end in {timeout:?}: {}\n{}",
-                c["status"],
-                self.controller.proc.output()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.cluster.wait_for_canary_end("shop", "web", timeout, || self.controller.proc.output())
     }
 
     fn split_weights(&self) -> String {

@@ -89,10 +89,6 @@ fn route_json(cluster: &Cluster) -> Value {
     serde_json::from_str(&cluster.kubectl_ok(&["get", "httproute", "web", "-n", "shop", "-o", "json"])).unwrap()
 }
 
-fn canary_json(cluster: &Cluster) -> Value {
-    serde_json::from_str(&cluster.kubectl_ok(&["get", "canary", "web", "-n", "shop", "-o", "json"])).unwrap()
-}
-
 /// Sends about `rps` requests a second through the proxy for at most `limit`.
 fn load(gateway: std::net::SocketAddr, rps: u64, limit: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -110,21 +106,7 @@ fn load(gateway: std::net::SocketAddr, rps: u64, limit: Duration) -> tokio::task
 }
 
 fn wait_for_end(s: &Shop, timeout: Duration) -> (String, Value) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let c = canary_json(&s.cluster);
-        let phase = c["status"]["phase"].as_str().unwrap_or_default().to_string();
-        if phase == "Succeeded" || phase == "RolledBack" {
-            return (phase, c);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollout did not end in {timeout:?}: {}\n{}",
-            c["status"],
-            s.controller.proc.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    s.cluster.wait_for_canary_end("shop", "web", timeout, || s.controller.proc.output())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,12 @@ async fn wait_for(gateway: SocketAddr, target: &str, expected: &[&str]) {
     }
 }
 
+/// `kubectl wait` until shifter's entry in the route's `status.parents` has condition `type_` True.
+fn wait_for_condition(cluster: &Cluster, route: &str, ns: &str, type_: &str) {
+    let jsonpath = format!(r#"--for=jsonpath={{.status.parents[0].conditions[?(@.type=="{type_}")].status}}=True"#);
+    cluster.kubectl_ok(&["wait", route, "-n", ns, "--timeout=30s", &jsonpath]);
+}
+
 fn route_json(cluster: &Cluster) -> Value {
     serde_json::from_str(&cluster.kubectl_ok(&["get", "httproute", "web", "-n", "shop", "-o", "json"])).unwrap()
 }
@@ -111,14 +117,7 @@ async fn an_httproute_on_a_service_splits_matches_and_reports_accepted() {
 
     cluster.apply(ROUTE);
     // `kubectl wait` on the condition rollout tools wait on, from shifter's entry.
-    cluster.kubectl_ok(&[
-        "wait",
-        "httproute/web",
-        "-n",
-        "shop",
-        "--timeout=30s",
-        r#"--for=jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status}=True"#,
-    ]);
+    wait_for_condition(&cluster, "httproute/web", "shop", "Accepted");
     let route = route_json(&cluster);
     let parent = &route["status"]["parents"][0];
     assert_eq!(parent["controllerName"], "shifter.dev/controller");
@@ -242,14 +241,7 @@ spec:
     - {name: web-v2, port: 80, weight: 30}
 "#,
     );
-    cluster.kubectl_ok(&[
-        "wait",
-        "grpcroute/web",
-        "-n",
-        "shop",
-        "--timeout=30s",
-        r#"--for=jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status}=True"#,
-    ]);
+    wait_for_condition(&cluster, "grpcroute/web", "shop", "Accepted");
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.gateway)).unwrap().connect_lazy();
     let mut client = DestinationsClient::new(channel);
     let mut call = async || -> String {
@@ -312,14 +304,7 @@ spec:
     - {name: web, namespace: shop, port: 80}
 "#,
     );
-    cluster.kubectl_ok(&[
-        "wait",
-        "httproute/web-from-checkout",
-        "-n",
-        "checkout",
-        "--timeout=30s",
-        r#"--for=jsonpath={.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}=True"#,
-    ]);
+    wait_for_condition(&cluster, "httproute/web-from-checkout", "checkout", "ResolvedRefs");
     wait_for(gateway, "/other", &["404"]).await;
     wait_for(gateway, "/api/cart", &["web"]).await;
     // Clients in the Service's own namespace are not affected.
