@@ -164,9 +164,9 @@ impl Analyzer {
         self.state.judged_until = self.state.judged_until.max(now_unix_s);
     }
 
-    /// Stable's traffic before the rollout: its latency chooses exceedance thresholds up front,
-    /// and its seconds (when the source keeps them) say how its failures and slow requests
-    /// cluster in time before the canary has shown anything.
+    /// Stable's traffic before the rollout: its recent latency chooses exceedance thresholds up
+    /// front, and its seconds (when the source keeps them) say how its failures cluster in time
+    /// before the canary has shown anything.
     pub fn observe_baseline(&mut self, stable: &BackendCounts) {
         let interval = self.config.interval_s.max(1) as usize;
         let windows: Vec<&[BackendCounts]> = stable.seconds.chunks(interval).collect();
@@ -184,10 +184,25 @@ impl Analyzer {
                     Judge::ComparativeLatency { quantiles, .. },
                     MetricState::Latency { thresholds, processes, baseline, .. },
                 ) if thresholds.is_empty() => {
-                    add_into(baseline, &stable.latency_counts);
+                    // Thresholds, and how slow requests cluster, follow the recent latency: the
+                    // last LATENCY_BASELINE_S of the history when it has seconds. Failures learn
+                    // their clustering from all of it.
+                    let recent = stable.seconds.len().saturating_sub(LATENCY_BASELINE_S);
+                    if stable.seconds.is_empty() {
+                        add_into(baseline, &stable.latency_counts);
+                    } else {
+                        for second in &stable.seconds[recent..] {
+                            add_into(baseline, &second.latency_counts);
+                        }
+                    }
                     choose_thresholds(quantiles, thresholds, processes, baseline);
+                    let recent_windows = windows.len().saturating_sub(LATENCY_BASELINE_S / interval);
                     for (t, p) in thresholds.iter().zip(processes.iter_mut()) {
-                        history(p, &|s| (s.timed(), s.slower_than(*t)));
+                        for window in &windows[recent_windows..] {
+                            let counts: Vec<(u64, u64)> =
+                                window.iter().map(|s| (s.timed(), s.slower_than(*t))).collect();
+                            p.observe_stable_history(&counts);
+                        }
                     }
                 }
                 _ => {}
@@ -451,6 +466,9 @@ fn add_into(into: &mut Vec<u64>, from: &[u64]) {
         *a += b;
     }
 }
+
+/// How much of stable's history before the rollout picks latency thresholds, in seconds.
+pub const LATENCY_BASELINE_S: usize = 300;
 
 /// Picks exceedance thresholds once the baseline holds enough stable requests: for each quantile,
 /// the smallest bucket bound at or above it (quantiles in `+Inf` use the last finite bound).

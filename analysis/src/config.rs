@@ -76,7 +76,10 @@ pub struct AnalyzerConfig {
     /// Seconds after each weight change whose windows are ignored.
     pub warmup_s: i64,
     pub promotion_margin: f64,
-    /// How far before the rollout to look for stable latency when choosing thresholds.
+    /// How far before the rollout to read stable's history: 15 minutes, all the mesh keeps. Its
+    /// seconds show how stable's failures and slow requests cluster before the canary has shown
+    /// anything — a rare burst needs that long to be seen at all — and its last
+    /// [`crate::analyzer::LATENCY_BASELINE_S`] choose latency thresholds.
     pub baseline_lookback_s: i64,
     pub metrics: Vec<MetricConfig>,
 }
@@ -122,7 +125,7 @@ impl AnalyzerConfig {
             min_duration_s: seconds("minDuration", &analysis.min_duration, DEFAULT_MIN_DURATION_S)?,
             warmup_s: seconds("warmup", &analysis.warmup, 0)?,
             promotion_margin: DEFAULT_PROMOTION_MARGIN,
-            baseline_lookback_s: 300,
+            baseline_lookback_s: 900,
             metrics,
         })
     }
