@@ -9,6 +9,7 @@ pub mod backend_process;
 pub mod bin;
 pub mod cluster;
 pub mod exporter;
+pub mod grpc;
 pub mod live;
 pub mod load;
 pub mod process;

@@ -219,3 +219,65 @@ async fn a_failing_canary_on_an_httproute_is_rolled_back_to_the_stable_weight() 
     );
     assert!(s.canary.served() > 0, "the canary was judged on traffic the route sent it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_creates_the_grpcroute_it_names_and_promotes_over_grpc() {
+    use shifter_tests::grpc::{grpc_backend, grpc_call, grpc_client};
+
+    let cluster = Cluster::start().await;
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    let (v1, v2) = (grpc_backend("grpc-v1").await, grpc_backend("grpc-v2").await);
+    cluster.service("shop", "web", Some(v1.port()));
+    cluster.service("shop", "web-v1", Some(v1.port()));
+    cluster.service("shop", "web-v2", Some(v2.port()));
+    let controller = cluster.start_controller("controller");
+    let proxy = cluster.start_proxy("proxy", AUTHORITY, &controller);
+    // No route yet: the Canary creates it.
+    cluster.apply(&canary_yaml("[{weight: 30}, {weight: 60}]").replace("kind: HTTPRoute", "kind: GRPCRoute"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, gateway) = (stop.clone(), proxy.gateway);
+    let calls = tokio::spawn(async move {
+        let mut client = grpc_client(gateway);
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            *seen.entry(grpc_call(&mut client).await).or_default() += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    });
+    let (phase, c) = cluster.wait_for_canary_end("shop", "web", Duration::from_secs(100), || controller.proc.output());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = calls.await.unwrap();
+    assert_eq!(phase, "Succeeded", "{}", c["status"]);
+    let route: Value = serde_json::from_str(&cluster.kubectl_ok(&[
+        "get",
+        "grpcroute",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "web", "{}", route["spec"]);
+    let managers: Vec<&str> =
+        route["metadata"]["managedFields"].as_array().unwrap().iter().filter_map(|m| m["manager"].as_str()).collect();
+    assert!(managers.contains(&"shifter-canary"), "the Canary wrote the route: {managers:?}");
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            let r: Value =
+                serde_json::from_str(&cluster.kubectl_ok(&["get", "grpcroute", "web", "-n", "shop", "-o", "json"]))
+                    .unwrap();
+            weights(&r) == "web-v1=0 web-v2=100"
+        },
+        || "the GRPCRoute never carried the promoted weights".into(),
+    );
+    assert!(
+        seen.get("grpc-v2").copied().unwrap_or(0) > 50,
+        "gRPC calls reached the canary through the route: {seen:?}"
+    );
+    assert!(seen.keys().all(|k| k == "grpc-v1" || k == "grpc-v2"), "every call was answered by a version: {seen:?}");
+}

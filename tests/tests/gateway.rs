@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shifter_tests::grpc::{grpc_backend, grpc_call, grpc_client};
 use shifter_tests::{Backend, Cluster};
 
 const AUTHORITY: &str = "web.shop.svc.cluster.local:80";
@@ -186,38 +187,8 @@ async fn an_httproute_on_a_service_splits_matches_and_reports_accepted() {
     ]);
 }
 
-/// A gRPC server whose one streaming call answers with a snapshot naming the server: which
-/// backend a call reached is in the answer.
-async fn grpc_backend(name: &'static str) -> SocketAddr {
-    use shifter_proto::v1::destinations_server::{Destinations, DestinationsServer};
-    use shifter_proto::v1::{Snapshot, WatchRequest};
-
-    struct Named(&'static str);
-    type Stream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Snapshot, tonic::Status>> + Send>>;
-    #[tonic::async_trait]
-    impl Destinations for Named {
-        type WatchStream = Stream;
-        async fn watch(&self, _: tonic::Request<WatchRequest>) -> Result<tonic::Response<Stream>, tonic::Status> {
-            let snapshot = Snapshot { authority: self.0.into(), ..Default::default() };
-            Ok(tonic::Response::new(Box::pin(tokio_stream::once(Ok(snapshot)))))
-        }
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(DestinationsServer::new(Named(name)))
-            .serve_with_incoming(incoming),
-    );
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpcroute_splits_real_grpc_calls_by_weight() {
-    use shifter_proto::v1::WatchRequest;
-    use shifter_proto::v1::destinations_client::DestinationsClient;
-
     let cluster = Cluster::start().await;
     cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
     let (web, v1, v2) = (grpc_backend("grpc-web").await, grpc_backend("grpc-v1").await, grpc_backend("grpc-v2").await);
@@ -242,26 +213,13 @@ spec:
 "#,
     );
     wait_for_condition(&cluster, "grpcroute/web", "shop", "Accepted");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.gateway)).unwrap().connect_lazy();
-    let mut client = DestinationsClient::new(channel);
-    let mut call = async || -> String {
-        match client.watch(WatchRequest::default()).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                match stream.message().await {
-                    Ok(Some(snapshot)) => snapshot.authority,
-                    other => format!("no message: {other:?}"),
-                }
-            }
-            Err(status) => format!("status {:?}", status.code()),
-        }
-    };
+    let mut client = grpc_client(proxy.gateway);
     // Routing settles on the route's backends (the proxy picks the route up after `Accepted`).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut seen = BTreeMap::<String, usize>::new();
         for _ in 0..40 {
-            *seen.entry(call().await).or_default() += 1;
+            *seen.entry(grpc_call(&mut client).await).or_default() += 1;
         }
         if seen.keys().all(|k| k == "grpc-v1" || k == "grpc-v2") && seen.len() == 2 {
             break;
@@ -271,7 +229,7 @@ spec:
     }
     let mut seen = BTreeMap::<String, usize>::new();
     for _ in 0..500 {
-        *seen.entry(call().await).or_default() += 1;
+        *seen.entry(grpc_call(&mut client).await).or_default() += 1;
     }
     let (p1, p2) = (share(&seen, "grpc-v1"), share(&seen, "grpc-v2"));
     assert!((65.0..=75.0).contains(&p1) && (25.0..=35.0).contains(&p2), "70/30 expected, saw {seen:?}");
