@@ -72,7 +72,7 @@ async fn ready_handler(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the first list of Services, EndpointSlices, TrafficSplits and HTTPRouteGroups\n",
+            "waiting for the first list of Services, EndpointSlices, TrafficSplits, HTTPRouteGroups, HTTPRoutes and GRPCRoutes\n",
         )
     }
 }

@@ -49,6 +49,16 @@ impl Cluster {
 
     /// As [`Cluster::start`], with extra `shifter apiserver` flags (e.g. `--admission=none`).
     pub async fn start_with(apiserver_args: &[&str]) -> Cluster {
+        Cluster::start_inner(apiserver_args, true).await
+    }
+
+    /// As [`Cluster::start`], without the Gateway API route CRDs — a cluster that has never
+    /// installed them.
+    pub async fn start_without_gateway_api() -> Cluster {
+        Cluster::start_inner(&[], false).await
+    }
+
+    async fn start_inner(apiserver_args: &[&str], gateway_api: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let apiserver_port = free_port();
         let apiserver_args: Vec<String> = apiserver_args.iter().map(|a| a.to_string()).collect();
@@ -58,8 +68,10 @@ impl Cluster {
         cluster.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
         // The Gateway API route CRDs, as `shifter serve` installs them (a real cluster has
         // upstream's).
-        let gateway = dir_file(cluster.dir.path(), "gateway-crds.yaml", &shifter_crds::gateway_crds_yaml());
-        cluster.kubectl_ok(&["apply", "-f", gateway.to_str().expect("utf-8 path")]);
+        if gateway_api {
+            let gateway = dir_file(cluster.dir.path(), "gateway-crds.yaml", &shifter_crds::gateway_crds_yaml());
+            cluster.kubectl_ok(&["apply", "-f", gateway.to_str().expect("utf-8 path")]);
+        }
         cluster
     }
 

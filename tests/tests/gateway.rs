@@ -268,3 +268,29 @@ spec:
     // Clients in the Service's own namespace are not affected.
     wait_for(shop_proxy.gateway, "/other", &["web"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_gateway_api_crds_the_controller_is_ready_and_splits_traffic() {
+    let cluster = Cluster::start_without_gateway_api().await;
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    let (web, v2) = (Backend::start("web").await, Backend::start("web-v2").await);
+    cluster.service("shop", "web", Some(web.port()));
+    cluster.service("shop", "web-v2", Some(v2.port()));
+    cluster.apply(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: web, namespace: shop}\nspec:\n  service: web\n  backends:\n  - {service: web-v2, weight: 1}\n",
+    );
+    let mut controller = cluster.start_controller("controller-a");
+    controller.proc.wait_for_line("does not serve HTTPRoute", Duration::from_secs(30));
+    let ready = format!("http://{}/readyz", controller.admin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = reqwest::get(&ready).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+        if status == Ok(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never answered 200 without the route CRDs: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let proxy = cluster.start_proxy("proxy-a", AUTHORITY, &controller);
+    wait_for(proxy.gateway, "/", &["web-v2"]).await;
+}
