@@ -91,7 +91,7 @@ pub(crate) async fn forward(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let Some(backend) = route.pick_backend() else {
+        let Some(backend) = route.pick_backend(attempt) else {
             metrics.record_unrouted(&table.snapshot.authority, "no ready endpoints");
             return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
         };

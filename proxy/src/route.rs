@@ -171,9 +171,17 @@ impl CompiledRoute {
     ///
     /// On a route whose empty backends fail (Gateway API), and for a backend that cannot be used
     /// at all, the draw stands: that backend's share is answered with an error.
-    pub fn pick_backend(&self) -> Option<&Backend> {
-        let draw = self.draws.fetch_add(1, Ordering::Relaxed);
-        let i = pick_sequenced(self.backends.iter().map(|b| b.weight), self.total_weight, draw)?;
+    ///
+    /// A request's first attempt takes the route's next sequenced draw, so every run of requests
+    /// splits by the weights; a retry (`attempt` > 1) draws at random, independent of where the
+    /// failed attempt went, as every attempt's backend is a fresh draw by weight.
+    pub fn pick_backend(&self, attempt: usize) -> Option<&Backend> {
+        let weights = self.backends.iter().map(|b| b.weight);
+        let i = if attempt <= 1 {
+            pick_sequenced(weights, self.total_weight, self.draws.fetch_add(1, Ordering::Relaxed))?
+        } else {
+            pick_weighted(weights, self.total_weight)?
+        };
         let chosen = &self.backends[i];
         if chosen.can_serve() || chosen.invalid.is_some() || self.empty_backend_fails {
             return Some(chosen);
@@ -430,7 +438,7 @@ mod tests {
         }]);
         let r = t.route_for(&Method::GET, "/", None, &HeaderMap::new()).unwrap().route;
         for _ in 0..200 {
-            assert!(Arc::ptr_eq(&r.pick_backend().unwrap().stats, &r.backends[1].stats));
+            assert!(Arc::ptr_eq(&r.pick_backend(1).unwrap().stats, &r.backends[1].stats));
         }
         assert!(r.backends[0].stats.render_skips() > 0);
     }
@@ -445,7 +453,7 @@ mod tests {
         let r = t.route_for(&Method::GET, "/", None, &HeaderMap::new()).unwrap().route;
         for _ in 0..20 {
             let to_v1 =
-                (0..500).filter(|_| Arc::ptr_eq(&r.pick_backend().unwrap().stats, &r.backends[0].stats)).count();
+                (0..500).filter(|_| Arc::ptr_eq(&r.pick_backend(1).unwrap().stats, &r.backends[0].stats)).count();
             assert!((345..=355).contains(&to_v1), "500 draws at 70/30 sent {to_v1} to v1");
         }
     }
@@ -488,7 +496,7 @@ mod tests {
             ..Default::default()
         }]);
         let r = t.route_for(&Method::GET, "/", None, &HeaderMap::new()).unwrap().route;
-        let picks: Vec<bool> = (0..400).map(|_| r.pick_backend().unwrap().invalid.is_some()).collect();
+        let picks: Vec<bool> = (0..400).map(|_| r.pick_backend(1).unwrap().invalid.is_some()).collect();
         let invalid_share = picks.iter().filter(|x| **x).count();
         assert!((120..280).contains(&invalid_share), "about half the draws keep the invalid backend: {invalid_share}");
         let t = table(vec![Route {
@@ -498,7 +506,7 @@ mod tests {
             ..Default::default()
         }]);
         let r = t.route_for(&Method::GET, "/", None, &HeaderMap::new()).unwrap().route;
-        assert!((0..400).any(|_| r.pick_backend().unwrap().endpoints.is_empty()));
+        assert!((0..400).any(|_| r.pick_backend(1).unwrap().endpoints.is_empty()));
     }
 
     #[test]

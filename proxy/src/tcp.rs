@@ -61,7 +61,7 @@ pub(crate) async fn connect(authority: &str, dests: &Arc<Destinations>) -> Optio
     };
     let settings = dests.settings();
     for attempt in 1..=settings.max_attempts {
-        let Some(backend) = route.pick_backend() else { break };
+        let Some(backend) = route.pick_backend(attempt) else { break };
         let endpoint = pick_endpoint(&backend.endpoints);
         match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
