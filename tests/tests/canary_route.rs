@@ -181,7 +181,12 @@ async fn a_canary_drives_an_httproute_that_another_manager_edits_meanwhile() {
 
     // Every write changed something: the author's two (create, add a match) and one per weight
     // change of the Canary's — no write repeats weights, nothing fights.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The watcher has seen the promoted weights before its record is read: no fixed wait.
+    wait_until(
+        Duration::from_secs(10),
+        || seen.lock().unwrap().last().is_some_and(|e| e.1 == "web-v1=0 web-v2=100"),
+        || format!("the watcher never saw the promoted weights: {:?}", seen.lock().unwrap()),
+    );
     watch.abort();
     let seen = seen.lock().unwrap().clone();
     eprintln!("route writes seen: {seen:?}");
