@@ -51,8 +51,20 @@ impl<I: DestinationIndex> Destinations for DestinationService<I> {
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<SnapshotStream>, Status> {
         let req = request.into_inner();
-        let authority: Authority =
-            req.authority.parse().map_err(|e: crate::AuthorityError| Status::invalid_argument(e.to_string()))?;
+        let authority: Authority = match req.authority.parse::<std::net::SocketAddr>() {
+            // A sidecar asks by a redirected connection's original destination.
+            Ok(addr) => match self.index.authority_at(addr) {
+                Some(authority) => authority,
+                None => {
+                    debug!(%addr, "no Service at this address; the sidecar passes it through");
+                    let unknown = pb::Snapshot { authority: req.authority, exists: false, ..Default::default() };
+                    return Ok(Response::new(Box::pin(futures::stream::iter([Ok(unknown)]))));
+                }
+            },
+            Err(_) => {
+                req.authority.parse().map_err(|e: crate::AuthorityError| Status::invalid_argument(e.to_string()))?
+            }
+        };
         let (proxy, namespace) = req.proxy.map(|p| (p.id, p.namespace)).unwrap_or_default();
         debug!(%authority, %proxy, %namespace, "proxy watching");
         // Each stream reads its own watch channel: a slow proxy only ever misses intermediate

@@ -178,3 +178,26 @@ async fn a_bad_window_ends_the_stream_with_invalid_argument_naming_the_field() {
     let c = r.telemetry.counts(&("shop".into(), "web".into(), "web-v2".into()), second, second + 1);
     assert_eq!(c.requests, 20);
 }
+
+/// A sidecar asks by a redirected connection's original destination: a ClusterIP resolves to its
+/// Service's snapshot (and follows it), an address no Service has gets one `exists: false` and the
+/// stream ends, so the sidecar passes the connection through untouched.
+#[tokio::test]
+async fn a_sidecar_watches_by_cluster_ip_and_unknown_addresses_are_said_to_be_unknown() {
+    let r = start().await;
+    let mut web = mk_service("shop", "web", 80);
+    web.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.10".into());
+    r.index.apply_service(&web);
+    let mut client = DestinationsClient::new(r.channel.clone());
+    let mut stream = client.watch(watch_request("10.96.0.10:80")).await.unwrap().into_inner();
+    let first = timeout(WAIT, stream.message()).await.unwrap().unwrap().unwrap();
+    assert!(first.exists);
+    assert_eq!(first.authority, "web.shop.svc.cluster.local:80");
+    assert_eq!((first.namespace.as_str(), first.service.as_str()), ("shop", "web"));
+
+    let mut unknown = client.watch(watch_request("10.96.0.99:80")).await.unwrap().into_inner();
+    let said = timeout(WAIT, unknown.message()).await.unwrap().unwrap().unwrap();
+    assert!(!said.exists);
+    assert_eq!(said.authority, "10.96.0.99:80");
+    assert!(timeout(WAIT, unknown.message()).await.unwrap().unwrap().is_none(), "the stream ends");
+}

@@ -7,6 +7,7 @@ pub mod state;
 pub mod translate;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +37,10 @@ pub trait DestinationIndex: Send + Sync + 'static {
     /// namespace for the Service replace its producer routes for that client. An empty namespace
     /// means the Service's own.
     fn watch_from(&self, authority: &Authority, client_namespace: &str) -> watch::Receiver<Arc<Published>>;
+
+    /// The Service authority a connection to `addr` (a ClusterIP and port, as a sidecar recovers
+    /// it from a redirected connection) is for; `None` when no Service has that address and port.
+    fn authority_at(&self, addr: SocketAddr) -> Option<Authority>;
 }
 
 /// A snapshot and when the index produced it (for push-latency metrics).
@@ -120,11 +125,11 @@ impl Index {
     pub fn apply_service(&self, svc: &Service) {
         let key = key_of(svc);
         let info = ServiceInfo::from_service(svc);
-        self.update(Some(&key.0.clone()), |s| s.services.insert(key, info.clone()) != Some(info));
+        self.update(Some(&key.0.clone()), |s| s.insert_service(key, info));
     }
 
     pub fn delete_service(&self, key: &Key) {
-        self.update(Some(&key.0), |s| s.services.remove(key).is_some());
+        self.update(Some(&key.0), |s| s.remove_service(key));
     }
 
     pub fn apply_endpoint_slice(&self, slice: &EndpointSlice) {
@@ -181,7 +186,7 @@ impl Index {
                 }
             };
             match kind {
-                Kind::Service => s.services.retain(|k, _| keep.contains(k)),
+                Kind::Service => s.retain_services(|k| keep.contains(k)),
                 Kind::EndpointSlice => s.slices.retain(|k, _| keep.contains(k)),
                 Kind::TrafficSplit => s.splits.retain(|k, _| keep.contains(k)),
                 Kind::HTTPRouteGroup => s.route_groups.retain(|k, _| keep.contains(k)),
@@ -253,6 +258,10 @@ impl Index {
 }
 
 impl DestinationIndex for Index {
+    fn authority_at(&self, addr: SocketAddr) -> Option<Authority> {
+        self.lock().state.authority_at(addr)
+    }
+
     fn watch_from(&self, authority: &Authority, client_namespace: &str) -> watch::Receiver<Arc<Published>> {
         let client = if client_namespace.is_empty() { &authority.namespace } else { client_namespace };
         let key = (authority.clone(), client.to_string());

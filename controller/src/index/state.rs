@@ -1,6 +1,7 @@
 //! What the cluster says, reduced to what routing needs. Built from watch events; holds no channels.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -11,6 +12,7 @@ use shifter_crds::route_group::{HTTPRouteGroup, HttpMatch};
 use shifter_crds::{TrafficSplit, TrafficSplitStatus};
 
 use super::gateway::{RouteInfo, RouteKey};
+use crate::authority::Authority;
 
 /// Namespace and name.
 pub type Key = (String, String);
@@ -21,6 +23,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceInfo {
     pub ports: Vec<ServicePortInfo>,
+    /// The Service's virtual addresses (`spec.clusterIPs`); empty for a headless Service.
+    pub cluster_ips: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +78,53 @@ pub struct ClusterState {
     pub route_groups: BTreeMap<Key, Vec<HttpMatch>>,
     /// Gateway API HTTPRoutes and GRPCRoutes, translated.
     pub gateway_routes: BTreeMap<RouteKey, RouteInfo>,
+    /// Every ClusterIP → its Service: what a sidecar's original destination resolves through.
+    pub addresses: HashMap<IpAddr, Key>,
+}
+
+impl ClusterState {
+    /// Adds or replaces the Service at `key`; whether anything changed.
+    pub fn insert_service(&mut self, key: Key, info: ServiceInfo) -> bool {
+        if self.services.get(&key) == Some(&info) {
+            return false;
+        }
+        self.forget_addresses(&key);
+        for ip in &info.cluster_ips {
+            self.addresses.insert(*ip, key.clone());
+        }
+        self.services.insert(key, info);
+        true
+    }
+
+    /// Removes the Service at `key`; whether it was there.
+    pub fn remove_service(&mut self, key: &Key) -> bool {
+        self.forget_addresses(key);
+        self.services.remove(key).is_some()
+    }
+
+    /// Keeps only the Services `keep` says to.
+    pub fn retain_services(&mut self, keep: impl Fn(&Key) -> bool) {
+        self.services.retain(|k, _| keep(k));
+        self.addresses.retain(|_, k| keep(k));
+    }
+
+    fn forget_addresses(&mut self, key: &Key) {
+        if let Some(old) = self.services.get(key) {
+            for ip in &old.cluster_ips {
+                if self.addresses.get(ip) == Some(key) {
+                    self.addresses.remove(ip);
+                }
+            }
+        }
+    }
+
+    /// The authority a connection to `addr` means: the Service whose ClusterIP it is, at that
+    /// port, when the Service has the port.
+    pub fn authority_at(&self, addr: SocketAddr) -> Option<Authority> {
+        let (namespace, service) = self.addresses.get(&addr.ip())?;
+        self.services.get(&(namespace.clone(), service.clone()))?.port(addr.port())?;
+        Some(Authority { namespace: namespace.clone(), service: service.clone(), port: addr.port() })
+    }
 }
 
 pub fn key_of<K: ResourceExt>(obj: &K) -> Key {
@@ -98,7 +149,14 @@ impl ServiceInfo {
                 Some(ServicePortInfo { name: p.name.clone().filter(|n| !n.is_empty()), port, target_number })
             })
             .collect();
-        ServiceInfo { ports }
+        let spec = svc.spec.as_ref();
+        let listed = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
+        let single = spec.and_then(|s| s.cluster_ip.clone()).into_iter();
+        let cluster_ips = if listed.is_empty() { single.collect() } else { listed }
+            .iter()
+            .filter_map(|ip| ip.parse::<IpAddr>().ok())
+            .collect();
+        ServiceInfo { ports, cluster_ips }
     }
 
     pub fn port(&self, number: u16) -> Option<&ServicePortInfo> {

@@ -349,3 +349,40 @@ fn authorities_asked_about_once_do_not_pile_up() {
     assert!(index.channels() <= 2 * super::SWEEP_AT, "{} channels kept", index.channels());
     assert!(kept.borrow().snapshot.exists, "a real authority is still served");
 }
+
+/// `svc` with `spec.clusterIP(s)` set.
+fn with_cluster_ips(mut svc: Service, ips: &[&str]) -> Service {
+    let spec = svc.spec.get_or_insert_with(Default::default);
+    spec.cluster_ip = ips.first().map(|ip| ip.to_string());
+    spec.cluster_ips = Some(ips.iter().map(|ip| ip.to_string()).collect());
+    svc
+}
+
+#[test]
+fn a_cluster_ip_and_port_resolve_to_the_service_authority() {
+    let idx = Index::new();
+    idx.apply_service(&with_cluster_ips(mk_service("web", &[("http", 80, 8080)]), &["10.96.0.10", "fd00::10"]));
+    idx.apply_service(&with_cluster_ips(mk_service("db", &[("pg", 5432, 5432)]), &["10.96.0.11"]));
+    let at = |addr: &str| idx.authority_at(addr.parse().unwrap()).map(|a| a.to_string());
+    assert_eq!(at("10.96.0.10:80").as_deref(), Some("web.shop.svc.cluster.local:80"));
+    assert_eq!(at("[fd00::10]:80").as_deref(), Some("web.shop.svc.cluster.local:80"));
+    assert_eq!(at("10.96.0.11:5432").as_deref(), Some("db.shop.svc.cluster.local:5432"));
+    // A port the Service does not have, and an address no Service has: passed through.
+    assert_eq!(at("10.96.0.10:81"), None);
+    assert_eq!(at("10.96.0.99:80"), None);
+    // A Service's address moves with it, and goes when it goes.
+    idx.apply_service(&with_cluster_ips(mk_service("web", &[("http", 80, 8080)]), &["10.96.0.20"]));
+    assert_eq!(at("10.96.0.10:80"), None);
+    assert_eq!(at("10.96.0.20:80").as_deref(), Some("web.shop.svc.cluster.local:80"));
+    idx.delete_service(&(NS.to_string(), "web".to_string()));
+    assert_eq!(at("10.96.0.20:80"), None);
+    idx.retain(super::Kind::Service, &[]);
+    assert_eq!(at("10.96.0.11:5432"), None);
+}
+
+#[test]
+fn a_headless_service_has_no_address() {
+    let idx = Index::new();
+    idx.apply_service(&with_cluster_ips(mk_service("web", &[("http", 80, 8080)]), &["None"]));
+    assert!(idx.lock().state.addresses.is_empty());
+}
