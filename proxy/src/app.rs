@@ -19,7 +19,7 @@ use crate::config::watch::Controller;
 use crate::config::{ConfigSource, ControllerConfig, Settings, StaticConfig, normalize_authority};
 use crate::destinations::Destinations;
 use crate::error::{ConfigError, ProxyError, RouteError};
-use crate::listener::{self, Shared};
+use crate::listener::{self, Listening, Shared};
 use crate::metrics::Metrics;
 use crate::route::Compiler;
 
@@ -37,6 +37,12 @@ pub struct ProxyConfig {
     pub gateways: Vec<GatewayListener>,
     /// Routes by `Host`/`:authority`; point `HTTP_PROXY` or clients here.
     pub outbound: Option<SocketAddr>,
+    /// A sidecar: the outbound listener takes connections iptables redirected to it and routes
+    /// each by its original destination (see `shifter init`).
+    pub sidecar: bool,
+    /// A sidecar's inbound listener: connections redirected to it go on to the application at
+    /// their original destination.
+    pub inbound: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub settings: Settings,
 }
@@ -45,6 +51,7 @@ pub struct ProxyConfig {
 pub struct Proxy {
     gateway_addrs: Vec<SocketAddr>,
     outbound_addr: Option<SocketAddr>,
+    inbound_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     destinations: Arc<Destinations>,
     connections: Arc<Semaphore>,
@@ -100,15 +107,26 @@ impl Proxy {
                 let _ = destinations.watch_pinned(&authority);
             }
             let span = info_span!("gateway", %addr, %authority);
-            tasks.push(tokio::spawn(listener::serve(listener, Some(authority), shared.clone()).instrument(span)));
+            let listening = Listening::Gateway(authority);
+            tasks.push(tokio::spawn(listener::serve(listener, listening, shared.clone()).instrument(span)));
         }
         let mut outbound_addr = None;
         if let Some(listen) = config.outbound {
             let listener = bind(listen).await?;
             let addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: listen, source })?;
             outbound_addr = Some(addr);
+            let listening = if config.sidecar { Listening::Redirected } else { Listening::Outbound };
             tasks.push(tokio::spawn(
-                listener::serve(listener, None, shared.clone()).instrument(info_span!("outbound", %addr)),
+                listener::serve(listener, listening, shared.clone()).instrument(info_span!("outbound", %addr)),
+            ));
+        }
+        let mut inbound_addr = None;
+        if let Some(listen) = config.inbound {
+            let listener = bind(listen).await?;
+            let addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: listen, source })?;
+            inbound_addr = Some(addr);
+            tasks.push(tokio::spawn(
+                listener::serve(listener, Listening::Inbound, shared.clone()).instrument(info_span!("inbound", %addr)),
             ));
         }
         let mut admin_addr = None;
@@ -127,7 +145,17 @@ impl Proxy {
             let report = crate::telemetry::report(destinations.clone(), controller);
             tasks.push(tokio::spawn(report.instrument(info_span!("telemetry"))));
         }
-        Ok(Self { gateway_addrs, outbound_addr, admin_addr, destinations, connections, shutdown, tasks, settings })
+        Ok(Self {
+            gateway_addrs,
+            outbound_addr,
+            inbound_addr,
+            admin_addr,
+            destinations,
+            connections,
+            shutdown,
+            tasks,
+            settings,
+        })
     }
 
     /// Bound gateway addresses, in the order of [`ProxyConfig::gateways`].
@@ -137,6 +165,11 @@ impl Proxy {
 
     pub fn outbound_addr(&self) -> Option<SocketAddr> {
         self.outbound_addr
+    }
+
+    /// The bound inbound address of a sidecar.
+    pub fn inbound_addr(&self) -> Option<SocketAddr> {
+        self.inbound_addr
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -193,6 +226,15 @@ pub struct Args {
     /// Outbound listener routing by Host/:authority (default 127.0.0.1:4140 when no gateway is given).
     #[arg(long, value_name = "LISTEN")]
     pub outbound: Option<SocketAddr>,
+    /// Run as a pod's sidecar: the outbound listener takes the connections `shifter init`'s
+    /// iptables rules redirect to it and routes each by its original destination (a Service's
+    /// ClusterIP), passing anything else through untouched; an inbound listener does the same for
+    /// connections to the pod.
+    #[arg(long, conflicts_with = "gateways")]
+    pub sidecar: bool,
+    /// A sidecar's inbound listener.
+    #[arg(long, value_name = "LISTEN", default_value = "0.0.0.0:4143", requires = "sidecar")]
+    pub inbound: SocketAddr,
     /// Admin listener: /metrics, /ready, /live, /config.
     #[arg(long, default_value = "127.0.0.1:4191")]
     pub admin: SocketAddr,
@@ -259,7 +301,11 @@ impl Args {
                     ),
                     None => None,
                 };
-                let kind = if self.gateways.is_empty() { "outbound" } else { "gateway" };
+                let kind = match (self.sidecar, self.gateways.is_empty()) {
+                    (true, _) => "sidecar",
+                    (false, true) => "outbound",
+                    (false, false) => "gateway",
+                };
                 let identity = ProxyIdentity { id, namespace: self.namespace.clone(), kind: kind.into() };
                 ConfigSource::Controller(ControllerConfig { uri: uri.clone(), ca_pem, token, identity })
             }
@@ -280,7 +326,15 @@ impl Args {
             max_connections: self.max_connections,
             ..Settings::default()
         };
-        Ok(ProxyConfig { source, gateways: self.gateways.clone(), outbound, admin: Some(self.admin), settings })
+        Ok(ProxyConfig {
+            source,
+            gateways: self.gateways.clone(),
+            outbound,
+            sidecar: self.sidecar,
+            inbound: self.sidecar.then_some(self.inbound),
+            admin: Some(self.admin),
+            settings,
+        })
     }
 }
 
@@ -291,7 +345,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         info!(%addr, authority = %g.authority, "gateway listening");
     }
     if let Some(addr) = proxy.outbound_addr() {
-        info!(%addr, "outbound listening");
+        info!(%addr, sidecar = args.sidecar, "outbound listening");
+    }
+    if let Some(addr) = proxy.inbound_addr() {
+        info!(%addr, "inbound listening");
     }
     if let Some(addr) = proxy.admin_addr() {
         info!(%addr, "admin listening");

@@ -31,8 +31,27 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Accepts until shutdown. `fixed_authority` makes this a gateway listener for that authority.
-pub(crate) async fn serve(listener: TcpListener, fixed_authority: Option<String>, shared: Arc<Shared>) {
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Listening {
+    /// A gateway for one authority.
+    Gateway(String),
+    /// Outbound: each HTTP request goes where its Host or :authority says.
+    Outbound,
+    /// A sidecar's outbound listener: connections redirected to it by iptables go where their
+    /// original destination's Service routes them, or untouched to that destination.
+    Redirected,
+    /// A sidecar's inbound listener: connections redirected to it go on to the application, at
+    /// their original destination.
+    Inbound,
+}
+
+/// Accepts until shutdown.
+pub(crate) async fn serve(listener: TcpListener, listening: Listening, shared: Arc<Shared>) {
+    let fixed_authority = match &listening {
+        Listening::Gateway(authority) => Some(authority.clone()),
+        Listening::Outbound | Listening::Redirected | Listening::Inbound => None,
+    };
     let fixed_destination = fixed_authority.as_deref().and_then(|a| shared.destinations.lookup(a));
     let ctx = Arc::new(HttpContext { destinations: shared.destinations.clone(), fixed_authority, fixed_destination });
     let mut shutdown = shared.shutdown.clone();
@@ -55,8 +74,63 @@ pub(crate) async fn serve(listener: TcpListener, fixed_authority: Option<String>
             continue;
         };
         let span = debug_span!("conn", %peer);
-        tokio::spawn(connection(stream, peer, ctx.clone(), shared.clone(), permit).instrument(span));
+        match listening {
+            Listening::Redirected => tokio::spawn(redirected(stream, peer, shared.clone(), permit).instrument(span)),
+            Listening::Inbound => tokio::spawn(inbound(stream, peer, shared.clone(), permit).instrument(span)),
+            _ => tokio::spawn(connection(stream, peer, ctx.clone(), shared.clone(), permit).instrument(span)),
+        };
     }
+}
+
+/// A connection iptables redirected to the sidecar: routed as a gateway connection for its
+/// original destination when the controller knows that address as a Service's, else passed
+/// through untouched — meshing a pod never breaks its traffic to anything else.
+async fn redirected(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+    let Some(original) = original_destination(&stream) else {
+        return debug!(%peer, "closing a connection that was not redirected (no original destination)");
+    };
+    if stream.local_addr().is_ok_and(|local| local == original) {
+        return debug!(%peer, "closing a connection made to the sidecar itself");
+    }
+    let authority = original.to_string();
+    let dests = &shared.destinations;
+    match dests.resolve(&authority).await {
+        Ok(table) if table.exists() => {
+            let fixed_destination = dests.lookup(&authority);
+            let ctx = Arc::new(HttpContext {
+                destinations: dests.clone(),
+                fixed_authority: Some(authority),
+                fixed_destination,
+            });
+            connection(stream, peer, ctx, shared, permit).await;
+        }
+        _ => {
+            dests.compiler().metrics.passthrough_connections.fetch_add(1, Relaxed);
+            let _held = permit;
+            crate::tcp::passthrough(stream, original, dests.settings().connect_timeout).await;
+        }
+    }
+}
+
+/// A connection to the pod, redirected to the sidecar: on to the application, untouched.
+async fn inbound(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+    let Some(original) = original_destination(&stream) else {
+        return debug!(%peer, "closing an inbound connection that was not redirected");
+    };
+    if stream.local_addr().is_ok_and(|local| local == original) {
+        return debug!(%peer, "closing a connection made to the inbound listener itself");
+    }
+    let dests = &shared.destinations;
+    dests.compiler().metrics.inbound_connections.fetch_add(1, Relaxed);
+    crate::tcp::passthrough(stream, original, dests.settings().connect_timeout).await;
+}
+
+/// Where a redirected connection was headed before iptables sent it here.
+fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    let socket = socket2::SockRef::from(stream);
+    let ipv6 = stream.local_addr().is_ok_and(|a| a.is_ipv6());
+    let original = if ipv6 { socket.original_dst_v6() } else { socket.original_dst_v4() };
+    original.ok()?.as_socket()
 }
 
 async fn connection(

@@ -286,6 +286,10 @@ pub(crate) struct Metrics {
     backends: Mutex<HashMap<BackendKey, Arc<BackendStats>>>,
     /// Connections closed at accept because `max_connections` were open.
     pub connections_rejected: AtomicU64,
+    /// A sidecar's redirected outbound connections to addresses no Service has, passed through.
+    pub passthrough_connections: AtomicU64,
+    /// A sidecar's redirected inbound connections, forwarded to the application.
+    pub inbound_connections: AtomicU64,
     /// Requests answered by the proxy itself before a backend was chosen, by reason.
     unrouted: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Outbound authorities watched now, and remembered as not existing.
@@ -434,6 +438,20 @@ impl Metrics {
         }
         family(&mut out, "proxy_connections_rejected_total", "counter", "Connections closed at accept by the limit.");
         let _ = writeln!(out, "proxy_connections_rejected_total {}", self.connections_rejected.load(Relaxed));
+        family(
+            &mut out,
+            "proxy_passthrough_connections_total",
+            "counter",
+            "A sidecar's outbound connections to addresses no Service has, passed through untouched.",
+        );
+        let _ = writeln!(out, "proxy_passthrough_connections_total {}", self.passthrough_connections.load(Relaxed));
+        family(
+            &mut out,
+            "proxy_inbound_connections_total",
+            "counter",
+            "A sidecar's inbound connections, forwarded to the application.",
+        );
+        let _ = writeln!(out, "proxy_inbound_connections_total {}", self.inbound_connections.load(Relaxed));
         out
     }
 }

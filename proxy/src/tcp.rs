@@ -78,6 +78,25 @@ pub(crate) async fn connect(authority: &str, dests: &Arc<Destinations>) -> Optio
     None
 }
 
+/// Sends `client` untouched to `destination`, where it was headed before iptables redirected it:
+/// what a sidecar does with traffic to anything no Service has.
+pub(crate) async fn passthrough(
+    mut client: TcpStream,
+    destination: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) {
+    match tokio::time::timeout(timeout, TcpStream::connect(destination)).await {
+        Ok(Ok(mut upstream)) => {
+            let _ = upstream.set_nodelay(true);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                debug!(%error, %destination, "passed-through connection ended with an error");
+            }
+        }
+        Ok(Err(error)) => debug!(%error, %destination, "passthrough dial failed"),
+        Err(_) => debug!(%destination, "passthrough dial timed out"),
+    }
+}
+
 /// Copies bytes both ways between `client` (after `prefix`) and `upstream` until both ends close.
 pub(crate) async fn pump<T>(client: T, prefix: Bytes, upstream: Upstream)
 where

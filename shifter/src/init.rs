@@ -323,10 +323,13 @@ mod tests {
 
     #[test]
     fn skipped_ports_and_networks_are_packed_and_validated() {
-        let mut args = Args::default();
-        args.skip_outbound_ports = (1..=20).map(|p| parse_ports(&(5000 + p).to_string()).unwrap()).collect();
-        args.skip_outbound_ports.push(parse_ports("6000-6100").unwrap());
-        args.skip_outbound_cidrs = vec![parse_cidr("10.96.3.4/12").unwrap(), parse_cidr("192.168.1.1").unwrap()];
+        let mut ports: Vec<PortRange> = (1..=20).map(|p| parse_ports(&(5000 + p).to_string()).unwrap()).collect();
+        ports.push(parse_ports("6000-6100").unwrap());
+        let args = Args {
+            skip_outbound_ports: ports,
+            skip_outbound_cidrs: vec![parse_cidr("10.96.3.4/12").unwrap(), parse_cidr("192.168.1.1").unwrap()],
+            ..Args::default()
+        };
         let r = rules(&args, "");
         let lists: Vec<&str> = r.lines().filter(|l| l.starts_with("-A SHIFTER_OUTBOUND -p tcp -m multiport")).collect();
         assert_eq!(lists.len(), 2, "{r}");

@@ -202,6 +202,8 @@ pub async fn start_proxy(source: ConfigSource, settings: Settings) -> Proxy {
         source,
         gateways: vec![GatewayListener { listen: loopback(), authority: AUTHORITY.into() }],
         outbound: Some(loopback()),
+        sidecar: false,
+        inbound: None,
         admin: Some(loopback()),
         settings,
     })
