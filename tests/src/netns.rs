@@ -35,6 +35,16 @@ impl Netns {
         c
     }
 
+    /// Moves the calling thread into the namespace: its sockets, the threads it starts and the
+    /// processes it spawns live there from now on. Run a test's cluster in a thread of its own
+    /// that calls this first; the rest of the process stays where it was.
+    pub fn enter_current_thread(&self) {
+        let path = format!("/var/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns into {}: {e}", self.name));
+    }
+
     /// Runs `argv` inside the namespace and returns its output, whatever its exit status.
     pub fn exec(&self, argv: &[&str]) -> Output {
         let mut c = self.command(argv[0]);

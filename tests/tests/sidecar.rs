@@ -4,14 +4,16 @@
 //! injected pod gets: `shifter init`'s iptables rules and `shifter proxy --sidecar` running under
 //! its own UID. The client itself is curl, unmodified, calling the Service's ClusterIP.
 //!
-//! The sidecar here reads its routing for the ClusterIP from a static file; how the controller
-//! maps a ClusterIP to its Service's routing is tested over gRPC (`controller/tests/grpc.rs`).
+//! Most tests give the sidecar its routing for the ClusterIP in a static file. One runs the real
+//! control plane — API server, controller, kubectl — on the client pod's loopback (a thread of the
+//! test enters that namespace), and splits by a TrafficSplit, then an HTTPRoute, then with the
+//! controller gone.
 
 use std::path::Path;
 use std::time::Duration;
 
 use shifter_tests::netns::Netns;
-use shifter_tests::{Proc, shifter_bin};
+use shifter_tests::{Cluster, Proc, shifter_bin};
 
 const CLUSTER_IP: &str = "10.96.0.10";
 const CLIENT_IP: &str = "10.77.0.2";
@@ -38,7 +40,7 @@ fn in_netns(ns: &Netns, name: &str, dir: &Path, argv: &[&str]) -> Proc {
 
 /// The routing the sidecar has for the ClusterIP: 80/20 between v1 and v2, and everything with
 /// `x-canary: 1` to v2.
-fn routing() -> String {
+fn routing_yaml() -> String {
     format!(
         r#"authorities:
   - authority: "{CLUSTER_IP}:80"
@@ -58,7 +60,9 @@ fn routing() -> String {
     )
 }
 
-fn mesh() -> Mesh {
+/// The two namespaces joined by a veth pair, the backends serving on the server side, and a
+/// directory the sidecar (running as PROXY_UID) can read.
+fn topology() -> (Netns, Netns, tempfile::TempDir, Vec<Proc>) {
     let client = Netns::new("cli");
     let server = Netns::new("srv");
     client.exec_ok(&["ip", "link", "add", "c-eth", "type", "veth", "peer", "name", "s-eth", "netns", &server.name]);
@@ -72,15 +76,7 @@ fn mesh() -> Mesh {
     server.exec_ok(&["ip", "link", "set", "s-eth", "up"]);
 
     let dir = tempfile::tempdir().unwrap();
-    // The sidecar runs as PROXY_UID and must read its routing file.
-    std::fs::write(dir.path().join("routing.yaml"), routing()).unwrap();
-    let open = |p: &Path, mode: u32| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    };
-    open(dir.path(), 0o755);
-    open(&dir.path().join("routing.yaml"), 0o644);
-
+    readable(dir.path());
     let backend = env!("CARGO_BIN_EXE_test-backend");
     let mut procs = Vec::new();
     for (name, ip) in [("web-v1", V1_IP), ("web-v2", V2_IP), ("other", OTHER_IP)] {
@@ -88,31 +84,50 @@ fn mesh() -> Mesh {
         p.wait_for_line("serving on", Duration::from_secs(20));
         procs.push(p);
     }
+    (client, server, dir, procs)
+}
+
+/// Lets the sidecar, running as PROXY_UID, read `path` (and list it, if a directory).
+fn readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if path.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `shifter proxy --sidecar` with `source` flags, as PROXY_UID in `ns`, then `shifter init`.
+fn start_sidecar(ns: &Netns, dir: &Path, source: &[&str]) -> Proc {
     let shifter = shifter_bin().to_string_lossy().into_owned();
-    let routing = dir.path().join("routing.yaml").to_string_lossy().into_owned();
     let uid = [format!("--reuid={PROXY_UID}"), format!("--regid={PROXY_UID}")];
-    let mut sidecar = in_netns(
-        &client,
-        "sidecar",
-        dir.path(),
-        &["setpriv", &uid[0], &uid[1], "--clear-groups", &shifter, "proxy", "--sidecar", "--config", &routing],
-    );
+    let mut argv = vec!["setpriv", &uid[0], &uid[1], "--clear-groups", &shifter, "proxy", "--sidecar"];
+    argv.extend_from_slice(source);
+    let mut sidecar = in_netns(ns, "sidecar", dir, &argv);
     sidecar.wait_for_line("inbound listening", Duration::from_secs(20));
-    procs.push(sidecar);
-    client.exec_ok(&[&shifter, "init"]);
+    ns.exec_ok(&[&shifter, "init"]);
+    sidecar
+}
+
+fn mesh() -> Mesh {
+    let (client, server, dir, mut procs) = topology();
+    let routing = dir.path().join("routing.yaml");
+    std::fs::write(&routing, routing_yaml()).unwrap();
+    readable(&routing);
+    procs.push(start_sidecar(&client, dir.path(), &["--config", &routing.to_string_lossy()]));
     Mesh { client, _server: server, dir, _procs: procs }
 }
 
+/// `count` requests with curl in `ns` (one connection, kept alive), returning the `x-backend`
+/// header of each response.
+fn curl(ns: &Netns, url: &str, count: usize, extra: &[&str]) -> Vec<String> {
+    let mut argv = vec!["curl", "-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%header{x-backend}\\n"];
+    argv.extend_from_slice(extra);
+    let urls = format!("{url}/[1-{count}]");
+    argv.push(&urls);
+    ns.exec_ok(&argv).lines().map(str::to_string).collect()
+}
+
 impl Mesh {
-    /// `count` requests with curl in the client pod (one connection, kept alive), returning the
-    /// `x-backend` header of each response.
     fn curl(&self, url: &str, count: usize, extra: &[&str]) -> Vec<String> {
-        let mut argv = vec!["curl", "-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%header{x-backend}\\n"];
-        argv.extend_from_slice(extra);
-        let urls = format!("{url}/[1-{count}]");
-        argv.push(&urls);
-        let out = self.client.exec_ok(&argv);
-        out.lines().map(str::to_string).collect()
+        curl(&self.client, url, count, extra)
     }
 
     /// The same with a new curl, and so a new connection, per call: curl 7.88 cannot reuse an
@@ -168,4 +183,131 @@ fn traffic_to_an_address_no_service_has_passes_through_untouched() {
         .unwrap_or(0);
     assert!(passed >= 1, "the sidecar did not see the connection pass: {metrics}");
     let _ = &mesh.dir;
+}
+
+const CONTROL_PLANE_OBJECTS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10]
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v1, namespace: shop}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v1-a, namespace: shop, labels: {kubernetes.io/service-name: web-v1}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.77.0.3]
+  conditions: {ready: true}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v2, namespace: shop}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v2-a, namespace: shop, labels: {kubernetes.io/service-name: web-v2}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.77.0.4]
+  conditions: {ready: true}
+---
+apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {name: web, namespace: shop}
+spec:
+  service: web
+  backends:
+  - {service: web-v1, weight: 80}
+  - {service: web-v2, weight: 20}
+"#;
+
+const ROUTE_70_30: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs:
+  - {group: "", kind: Service, name: web, port: 80}
+  rules:
+  - backendRefs:
+    - {name: web-v1, port: 80, weight: 70}
+    - {name: web-v2, port: 80, weight: 30}
+"#;
+
+/// Calls until web-v1's share of 200 is within 0.1 of `v1` (a new split has reached the sidecar),
+/// then measures 1,000.
+fn settle_and_measure(ns: &Netns, url: &str, v1: f64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = curl(ns, url, 200, &[]);
+        if (share(&probe, "web-v1") - v1).abs() <= 0.1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: the split never reached the sidecar: {probe:?}");
+    }
+    assert_split(&curl(ns, url, 1000, &[]), v1, what);
+}
+
+#[test]
+fn the_controller_programs_sidecars_by_cluster_ip_and_they_keep_routing_without_it() {
+    let (client, _server, _dir, _backends) = topology();
+    let url = format!("http://{CLUSTER_IP}");
+    // The control plane on the client pod's loopback: a thread inside its namespace starts it,
+    // so the API server, the controller, kubectl and the sidecar all meet there.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                client.enter_current_thread();
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let cluster = Cluster::start().await;
+                    cluster.apply(CONTROL_PLANE_OBJECTS);
+                    let mut controller = cluster.start_controller("controller");
+                    for path in [
+                        cluster.dir.path().to_path_buf(),
+                        controller.ca.parent().unwrap().parent().unwrap().to_path_buf(),
+                        controller.ca.parent().unwrap().to_path_buf(),
+                        controller.ca.clone(),
+                        controller.token_file.clone(),
+                    ] {
+                        readable(&path);
+                    }
+                    let endpoint = format!("https://localhost:{}", controller.grpc.port());
+                    let (ca, token) = (
+                        controller.ca.to_string_lossy().into_owned(),
+                        controller.token_file.to_string_lossy().into_owned(),
+                    );
+                    let _sidecar = start_sidecar(
+                        &client,
+                        cluster.dir.path(),
+                        &["--controller", &endpoint, "--controller-ca", &ca, "--controller-token-file", &token],
+                    );
+                    settle_and_measure(&client, &url, 0.8, "TrafficSplit 80/20");
+                    cluster.apply(ROUTE_70_30);
+                    settle_and_measure(&client, &url, 0.7, "HTTPRoute 70/30");
+                    // Fail-static: with the controller gone the sidecar keeps its last routing.
+                    controller.proc.kill();
+                    assert_split(&curl(&client, &url, 1000, &[]), 0.7, "HTTPRoute 70/30, controller stopped");
+                });
+            })
+            .join()
+            .unwrap();
+    });
 }
