@@ -13,6 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Longest method token we wait for before deciding a connection is not HTTP/1.
 pub(crate) const MAX_METHOD: usize = 24;
+/// Longest request line read whole to see its `HTTP/1.x` version; a longer one is left to the
+/// HTTP/1 server and its limits.
+pub(crate) const MAX_REQUEST_LINE: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
@@ -30,15 +33,44 @@ pub(crate) fn classify(buf: &[u8]) -> Option<Protocol> {
     if buf[..n] == H2_PREFACE[..n] {
         return (n == H2_PREFACE.len()).then_some(Protocol::Http2);
     }
-    // An HTTP/1 request line starts with a method token (upper-case letters) and a space.
+    // An HTTP/1 request line is a method token (upper-case letters), a space, a target and the
+    // version: `GET / HTTP/1.1`. A line-based protocol whose commands look like methods (`PING
+    // x`) differs in the version, so the whole line is read when it comes.
     for (i, b) in buf.iter().enumerate().take(MAX_METHOD + 1) {
         match b {
             b'A'..=b'Z' | b'-' | b'_' => continue,
-            b' ' if i > 0 => return Some(Protocol::Http1),
+            b' ' if i > 0 => return request_line(buf),
             _ => return Some(Protocol::Opaque),
         }
     }
     (buf.len() > MAX_METHOD).then_some(Protocol::Opaque)
+}
+
+/// After a method token and a space: HTTP/1 once the line ends in an HTTP/1 version, opaque when it
+/// ends otherwise, `None` while it has not ended.
+fn request_line(buf: &[u8]) -> Option<Protocol> {
+    for (i, b) in buf.iter().enumerate() {
+        match b {
+            b'\n' => {
+                let line = buf[..i].strip_suffix(b"\r").unwrap_or(&buf[..i]);
+                let http = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
+                return Some(if http { Protocol::Http1 } else { Protocol::Opaque });
+            }
+            // A carriage return may end the line; no other control character is in one.
+            b'\r' => {}
+            0..=0x1f | 0x7f => return Some(Protocol::Opaque),
+            _ => {}
+        }
+    }
+    (buf.len() > MAX_REQUEST_LINE).then_some(Protocol::Http1)
+}
+
+/// Whether what arrived before the client paused is the start of an HTTP/1 request line (a
+/// method token and a space, no line end yet): a slow client, left to the HTTP/1 server's
+/// header-read timeout rather than taken for another protocol.
+fn partial_request_line(buf: &[u8]) -> bool {
+    let method = buf.iter().take(MAX_METHOD + 1).take_while(|b| matches!(b, b'A'..=b'Z' | b'-' | b'_')).count();
+    method > 0 && buf.get(method) == Some(&b' ') && !buf.contains(&b'\n')
 }
 
 /// Reads until the protocol is known, the peer stops sending for `timeout` (opaque, or silent when
@@ -58,7 +90,13 @@ pub(crate) async fn detect<T: AsyncRead + Unpin>(io: &mut T, timeout: Duration) 
                 }
             }
             _ = &mut deadline => {
-                let protocol = if buf.is_empty() { Protocol::Silent } else { Protocol::Opaque };
+                let protocol = if buf.is_empty() {
+                    Protocol::Silent
+                } else if partial_request_line(&buf) {
+                    Protocol::Http1
+                } else {
+                    Protocol::Opaque
+                };
                 return Ok((protocol, buf.freeze()));
             }
         }
@@ -128,6 +166,12 @@ mod tests {
         assert_eq!(classify(b"hello"), Some(Protocol::Opaque));
         assert_eq!(classify(b"\x16\x03\x01"), Some(Protocol::Opaque));
         assert_eq!(classify(&[b'A'; 40]), Some(Protocol::Opaque));
+        // A line protocol whose commands look like methods is not HTTP.
+        assert_eq!(classify(b"PING one\n"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"SET key 1\r\n"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"GET / HTTP/1.0\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"GET /long-path"), None);
+        assert!(partial_request_line(b"GET /long-path") && !partial_request_line(b"PING x\n"));
     }
 
     #[tokio::test]

@@ -24,6 +24,9 @@ const OTHER_IP: &str = "10.77.0.5";
 const BACKEND_PORT: &str = "8080";
 /// The UID `shifter init` exempts by default, which the sidecar runs as.
 const PROXY_UID: &str = "2102";
+/// A Service on a plain TCP protocol, and its port.
+const TCP_CLUSTER_IP: &str = "10.96.0.13";
+const TCP_PORT: &str = "7000";
 
 struct Mesh {
     client: Netns,
@@ -56,6 +59,13 @@ fn routing_yaml() -> String {
         backends:
           - {{ service: web-v1, weight: 80, endpoints: ["{V1_IP}:{BACKEND_PORT}"] }}
           - {{ service: web-v2, weight: 20, endpoints: ["{V2_IP}:{BACKEND_PORT}"] }}
+  - authority: "{TCP_CLUSTER_IP}:{TCP_PORT}"
+    namespace: shop
+    service: lines
+    routes:
+      - name: default
+        backends:
+          - {{ service: lines-v1, weight: 1, endpoints: ["{V1_IP}:{TCP_PORT}"] }}
 "#
     )
 }
@@ -84,6 +94,9 @@ fn topology() -> (Netns, Netns, tempfile::TempDir, Vec<Proc>) {
         p.wait_for_line("serving on", Duration::from_secs(20));
         procs.push(p);
     }
+    let mut lines = in_netns(&server, "lines-v1", dir.path(), &[backend, "lines-v1", TCP_PORT, V1_IP, "tcp-echo"]);
+    lines.wait_for_line("serving on", Duration::from_secs(20));
+    procs.push(lines);
     (client, server, dir, procs)
 }
 
@@ -168,6 +181,15 @@ fn an_unmodified_client_calling_a_cluster_ip_is_split_by_its_sidecar() {
     // back to it, or nothing would have been answered).
     let metrics = mesh.sidecar_metrics();
     assert!(metrics.contains("backend=\"web-v1\"") || metrics.contains("dst_service=\"web-v1\""), "{metrics}");
+}
+
+#[test]
+fn a_plain_tcp_protocol_to_a_cluster_ip_goes_through_whole() {
+    let mesh = mesh();
+    let script =
+        format!("exec 3<>/dev/tcp/{TCP_CLUSTER_IP}/{TCP_PORT}; printf 'PING one\\nPING two\\n' >&3; head -n 2 <&3");
+    let said = mesh.client.exec_ok(&["bash", "-c", &script]);
+    assert_eq!(said, "lines-v1 PING one\nlines-v1 PING two\n");
 }
 
 #[test]
