@@ -103,7 +103,7 @@ impl Analyzer {
             .iter()
             .map(|m| match &m.judge {
                 Judge::ComparativeFailures { .. } => MetricState::Failures {
-                    process: Box::new(RiskRatioEProcess::new()),
+                    process: Box::new(RiskRatioEProcess::with_reference()),
                     attempts: FailedAttempts::default(),
                 },
                 Judge::ComparativeLatency { .. } => MetricState::Latency {

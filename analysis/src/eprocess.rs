@@ -15,6 +15,14 @@
 //! Shares are per window, so weight steps need no special handling, and an incident that hits
 //! both versions raises `e_b` with `e_c` and leaves the evidence where it was.
 //!
+//! Failures are also judged by a second, **reference** test: the canary's own (discounted) counts
+//! in each window against stable's long-run rate — the time-uniform upper bound from its history
+//! before the rollout and its windows since, raised to what stable shows in the current window or
+//! the last minute when an incident lifts it. When stable's failures come in rare large bursts,
+//! any one window of stable's says little about its rate (most windows hold no burst) while its
+//! long run says much; the share test alone then waits for stable to show a burst. The two are
+//! mixed ([`RiskRatioEProcess::failure_evidence`]); a weighted mean of e-processes is one.
+//!
 //! [`rate_upper_bound`] is the time-uniform (Robbins mixture) confidence bound on one version's
 //! event probability alone, which is what low-volume promotion can honestly show.
 
@@ -83,6 +91,20 @@ pub struct RiskRatioEProcess {
     pub canary_clustering: Clustering,
     #[serde(default)]
     pub stable_clustering: Clustering,
+    /// `ℓ(r_k) − ℓ(1)` of the canary's own counts against stable's long-run reference rate (see
+    /// [`RiskRatioEProcess::reference_evidence`]); empty where the reference test is not run
+    /// (latency, and states saved before it existed).
+    #[serde(default)]
+    reference_log_lr: Vec<f64>,
+    /// Stable's (trials, events) in its history before the rollout, and those trials discounted
+    /// for clustering.
+    #[serde(default)]
+    pub history_counts: (u64, u64),
+    #[serde(default)]
+    pub history_effective_trials: f64,
+    /// Stable's raw (trials, events) in the last [`RECENT_WINDOWS`] windows, the newest last.
+    #[serde(default)]
+    recent_stable: Vec<(u64, u64)>,
 }
 
 impl Default for RiskRatioEProcess {
@@ -100,6 +122,10 @@ impl Default for RiskRatioEProcess {
             stable_effective: (0.0, 0.0),
             canary_clustering: Clustering::default(),
             stable_clustering: Clustering::default(),
+            reference_log_lr: Vec::new(),
+            history_counts: (0, 0),
+            history_effective_trials: 0.0,
+            recent_stable: Vec::new(),
         }
     }
 }
@@ -107,6 +133,11 @@ impl Default for RiskRatioEProcess {
 impl RiskRatioEProcess {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A process that also runs the reference test (failures judge by both).
+    pub fn with_reference() -> Self {
+        RiskRatioEProcess { reference_log_lr: vec![0.0; (GRID_MAX - GRID_MIN + 1) as usize], ..Self::default() }
     }
 
     /// Adds one window of independent trials. Windows where either version had no requests say
@@ -148,6 +179,11 @@ impl RiskRatioEProcess {
     /// cluster before the canary has shown anything.
     pub fn observe_stable_history(&mut self, window: &[(u64, u64)]) {
         self.stable_clustering.observe(window);
+        let phi = self.stable_clustering.inflation(window).max(1.0);
+        let (n, e) = window.iter().fold((0, 0), |(n, e), (sn, se)| (n + sn, e + se.min(sn)));
+        self.history_counts.0 += n;
+        self.history_counts.1 += e;
+        self.history_effective_trials += n as f64 / phi;
     }
 
     /// Adds one window whose counts are inflated by clustering `φ` per version (canary, stable):
@@ -193,6 +229,7 @@ impl RiskRatioEProcess {
         };
         let (n_c, x_c) = discounted(canary_requests, e_c, attempts.0, phi_c);
         let (n_b, x_b) = discounted(stable_requests, e_b, attempts.1, phi_b);
+        self.observe_reference(n_c, x_c, (stable_requests, e_b));
         self.canary_effective.0 += n_c;
         self.canary_effective.1 += x_c;
         self.stable_effective.0 += n_b;
@@ -213,6 +250,63 @@ impl RiskRatioEProcess {
         for (i, l) in self.log_lr.iter_mut().enumerate() {
             *l += window_log_lr(grid_ratio(GRID_MIN + i as i32), s, x_c, x_b);
         }
+    }
+
+    /// Stable's reference rate for the window about to be added: the time-uniform upper bound on
+    /// its long-run rate (history and the rollout so far, discounted for clustering), raised to
+    /// the lower bound of its rate in this window or the last minute when those are higher (an
+    /// incident both versions share).
+    fn reference_rate(&self, window: (u64, u64)) -> f64 {
+        // The rate is the plain one (discounting each window by its own clustering would weigh
+        // burst windows less and bias it low); clustering only shrinks how much it is known.
+        let (requests, events) =
+            (self.history_counts.0 + self.stable_requests, self.history_counts.1 + self.stable_events);
+        let trials = self.history_effective_trials + self.stable_effective.0;
+        let rate = if requests > 0 { events as f64 / requests as f64 } else { 0.0 };
+        let long_run = rate_upper_bound(rate * trials, trials, REFERENCE_LEVEL);
+        let recent = self.recent_stable.iter().fold(window, |(n, e), (rn, re)| (n + rn, e + re));
+        long_run.min(1.0).max(rate_lower_estimate(window)).max(rate_lower_estimate(recent))
+    }
+
+    /// Adds the canary's discounted window `(trials, events)` to the reference test.
+    fn observe_reference(&mut self, trials: f64, events: f64, stable_window: (u64, u64)) {
+        if self.reference_log_lr.is_empty() {
+            return;
+        }
+        if trials > 0.0 && (self.history_effective_trials + self.stable_effective.0) > 0.0 {
+            let expected = trials * self.reference_rate(stable_window);
+            for (i, l) in self.reference_log_lr.iter_mut().enumerate() {
+                let r = grid_ratio(GRID_MIN + i as i32);
+                *l += events * r.ln() - (r - 1.0) * expected;
+            }
+        }
+        self.recent_stable.push(stable_window);
+        if self.recent_stable.len() > RECENT_WINDOWS {
+            self.recent_stable.remove(0);
+        }
+    }
+
+    /// Evidence against "the canary fails no more often than stable does in the long run":
+    /// the canary's own counts against stable's reference rate, mixed over `alternatives`.
+    pub fn reference_evidence(&self, alternatives: &[i32]) -> f64 {
+        let Some(null) = self.reference_log_lr.get((0 - GRID_MIN) as usize) else { return 1.0 };
+        let sum: f64 = alternatives
+            .iter()
+            .filter_map(|d| self.reference_log_lr.get((d - GRID_MIN) as usize))
+            .map(|l| (l - null).exp())
+            .sum();
+        sum / alternatives.len().max(1) as f64
+    }
+
+    /// Failure evidence: the per-window share test and the reference test, mixed with weights
+    /// `1 − REFERENCE_WEIGHT` and [`REFERENCE_WEIGHT`] (a weighted mean of e-processes is one).
+    /// A process without the reference test gives the share test's evidence alone.
+    pub fn failure_evidence(&self, alternatives: &[i32]) -> f64 {
+        if self.reference_log_lr.is_empty() {
+            return self.harm_evidence(alternatives);
+        }
+        (1.0 - REFERENCE_WEIGHT) * self.harm_evidence(alternatives)
+            + REFERENCE_WEIGHT * self.reference_evidence(alternatives)
     }
 
     /// The canary's (trials, events) as independent ones: the raw counts discounted for
@@ -306,6 +400,25 @@ impl RiskRatioEProcess {
         let rate = |e: u64, n: u64| (n > 0).then(|| e as f64 / n as f64);
         (rate(self.canary_events, self.canary_requests), rate(self.stable_events, self.stable_requests))
     }
+}
+
+/// Stable's long-run reference rate is its time-uniform upper bound at this level.
+pub const REFERENCE_LEVEL: f64 = 0.001;
+/// Windows of stable's recent rate (the current one and those before it) that can raise the
+/// reference: an incident both versions share lifts it while it lasts.
+pub const RECENT_WINDOWS: usize = 6;
+/// Weight of the reference test in failure evidence. It is the faster of the two where stable's
+/// failures come in rare, large bursts (its window counts then say little, its long-run rate
+/// much), the slower where stable's rate moves; a quarter keeps false rollbacks where the share
+/// test alone had them (`bench/ANALYSIS.md`).
+pub const REFERENCE_WEIGHT: f64 = 0.25;
+
+/// A lower estimate of a rate from raw `(trials, events)`: 2.33 standard errors below.
+fn rate_lower_estimate((n, e): (u64, u64)) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    ((e as f64 - 2.33 * (e as f64).sqrt()) / n as f64).max(0.0)
 }
 
 /// `ln` of one window's likelihood ratio for risk ratio `r` against `r = 1`:
@@ -468,6 +581,74 @@ mod tests {
             e.observe_seconds(&canary, &stable);
         }
         assert!((e.canary_discount() - 1.0).abs() < 1e-9, "{}", e.canary_discount());
+    }
+
+    /// Stable fails one request a window (0.1%) and, once every 200 s, half of a second's: rare
+    /// large bursts, none of which fell in the rollout so far. Its windows then say little of its
+    /// rate, its history much. A canary failing as often as stable's long run is no worse; one
+    /// failing ten times as often is, and the reference test shows it on its own.
+    #[test]
+    fn the_reference_test_holds_the_canary_to_stables_long_run_rate() {
+        let stable = |t: usize| -> Vec<(u64, u64)> {
+            (0..10).map(|i| (95, if (t + i) % 200 == 7 { 47 } else { u64::from(i == 5) })).collect()
+        };
+        let history = |e: &mut RiskRatioEProcess| {
+            for w in 0..90 {
+                e.observe_stable_history(&stable(w * 10));
+            }
+        };
+        let (mut healthy, mut bad) = (RiskRatioEProcess::with_reference(), RiskRatioEProcess::with_reference());
+        history(&mut healthy);
+        history(&mut bad);
+        // Canary seconds failing 3 of 5 requests: once in 400 s (about stable's mean rate), or
+        // once in 15 s (ten times it). Stable's rollout windows hold no burst.
+        for w in 0..18 {
+            let canary = |every: usize| -> Vec<(u64, u64)> {
+                (0..10).map(|i| (5, if (w * 10 + i) % every == 3 { 3 } else { 0 })).collect()
+            };
+            let quiet: Vec<(u64, u64)> = (0..10).map(|i| (95, u64::from(i == 5))).collect();
+            healthy.observe_seconds(&canary(400), &quiet);
+            bad.observe_seconds(&canary(15), &quiet);
+        }
+        let healthy_evidence = healthy.failure_evidence(&FAILURE_ALTERNATIVES);
+        assert!(healthy_evidence < 10.0, "{healthy_evidence}");
+        let (reference, share) =
+            (bad.reference_evidence(&FAILURE_ALTERNATIVES), bad.harm_evidence(&FAILURE_ALTERNATIVES));
+        assert!(reference >= 100.0 && share >= 100.0, "reference {reference}, share {share}");
+        assert!(bad.failure_evidence(&FAILURE_ALTERNATIVES) >= 100.0);
+        assert!(healthy.reference_evidence(&FAILURE_ALTERNATIVES) < 10.0);
+    }
+
+    #[test]
+    fn a_shared_incident_raises_the_reference() {
+        let mut e = RiskRatioEProcess::with_reference();
+        for _ in 0..90 {
+            e.observe_stable_history(&[(95, 0); 10]);
+        }
+        // Both versions fail 30% for a minute.
+        for _ in 0..6 {
+            e.observe_seconds(&[(5, 2); 10], &[(95, 28); 10]);
+        }
+        assert!(e.reference_evidence(&FAILURE_ALTERNATIVES) < 1.0, "{}", e.reference_evidence(&FAILURE_ALTERNATIVES));
+    }
+
+    /// A rollout whose state was saved before the reference test existed goes on judging by the
+    /// share test alone, with the evidence it had.
+    #[test]
+    fn a_state_saved_before_the_reference_test_still_judges() {
+        let mut e = RiskRatioEProcess::with_reference();
+        e.observe(50, 1, 950, 1);
+        let mut json = serde_json::to_value(&e).unwrap();
+        for field in ["referenceLogLr", "historyCounts", "historyEffectiveTrials", "recentStable"] {
+            json.as_object_mut().unwrap().remove(field).expect(field);
+        }
+        let mut old: RiskRatioEProcess = serde_json::from_value(json).unwrap();
+        for _ in 0..10 {
+            old.observe(50, 5, 950, 1);
+        }
+        assert_eq!(old.reference_evidence(&FAILURE_ALTERNATIVES), 1.0);
+        let share = old.harm_evidence(&FAILURE_ALTERNATIVES);
+        assert!(share > 100.0 && old.failure_evidence(&FAILURE_ALTERNATIVES) == share);
     }
 
     #[test]

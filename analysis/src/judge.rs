@@ -59,8 +59,8 @@ enum Finding {
     Open { evidence: f64, how: String },
 }
 
-fn examine(process: &RiskRatioEProcess, alternatives: &[i32], c: Comparison, split: f64) -> Finding {
-    let evidence = process.harm_evidence(alternatives);
+/// Whether `process` shows harm (its `evidence` at the level), safety, or neither yet.
+fn examine(process: &RiskRatioEProcess, evidence: f64, c: Comparison, split: f64) -> Finding {
     if evidence >= 1.0 / c.alpha {
         return Finding::Harm { evidence };
     }
@@ -188,7 +188,7 @@ pub fn failures(name: &str, process: &RiskRatioEProcess, attempts: FailedAttempt
         )
     };
     let threshold = 1.0 / c.alpha;
-    let mut v = match examine(process, &FAILURE_ALTERNATIVES, c, 1.0) {
+    let mut v = match examine(process, process.failure_evidence(&FAILURE_ALTERNATIVES), c, 1.0) {
         Finding::Harm { evidence } => {
             let mut reason = format!("{rates}; evidence {} ≥ {}", evidence_text(evidence), level_text(threshold));
             if let Some(l) = process.lower_bound(c.alpha, &FAILURE_ALTERNATIVES) {
@@ -210,7 +210,7 @@ pub fn failures(name: &str, process: &RiskRatioEProcess, attempts: FailedAttempt
             )
         },
     };
-    v.evidence = Some(process.harm_evidence(&FAILURE_ALTERNATIVES));
+    v.evidence = Some(process.failure_evidence(&FAILURE_ALTERNATIVES));
     v
 }
 
@@ -263,7 +263,7 @@ pub fn latency(
     }
     // Promotion is judged where the user asked: the metric's own quantile, the highest threshold.
     // The lower thresholds only make a shifted distribution show up sooner as harm.
-    let verdict = match examine(&processes[last], &QUANTILE_ALTERNATIVES, c, 1.0) {
+    let verdict = match examine(&processes[last], processes[last].harm_evidence(&QUANTILE_ALTERNATIVES), c, 1.0) {
         Finding::Safe { how } => MetricVerdict::new(name, VerdictResult::Pass, format!("{}; {how}", describe(last))),
         Finding::Open { how, .. } => MetricVerdict {
             requests_to_pass: trials_to_pass(&processes[last], c, 1.0),
