@@ -207,59 +207,27 @@ fn traffic_to_an_address_no_service_has_passes_through_untouched() {
     let _ = &mesh.dir;
 }
 
-const CONTROL_PLANE_OBJECTS: &str = r#"apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  clusterIP: 10.96.0.10
-  clusterIPs: [10.96.0.10]
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web-v1, namespace: shop}
-spec:
-  clusterIP: 10.96.0.11
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-v1-a, namespace: shop, labels: {kubernetes.io/service-name: web-v1}}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints:
-- addresses: [10.77.0.3]
-  conditions: {ready: true}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web-v2, namespace: shop}
-spec:
-  clusterIP: 10.96.0.12
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-v2-a, namespace: shop, labels: {kubernetes.io/service-name: web-v2}}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints:
-- addresses: [10.77.0.4]
-  conditions: {ready: true}
----
-apiVersion: split.smi-spec.io/v1alpha4
-kind: TrafficSplit
-metadata: {name: web, namespace: shop}
-spec:
-  service: web
-  backends:
-  - {service: web-v1, weight: 80}
-  - {service: web-v2, weight: 20}
-"#;
+/// The objects the controller test applies: the Service `web` on the ClusterIP, its two versions
+/// with their pods' addresses, and a TrafficSplit 80/20.
+fn control_plane_objects() -> String {
+    let mut yaml =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}", service_yaml("web", CLUSTER_IP));
+    for (name, cluster_ip, pod_ip) in [("web-v1", "10.96.0.11", V1_IP), ("web-v2", "10.96.0.12", V2_IP)] {
+        yaml.push_str(&format!(
+            "---\n{}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-a, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {BACKEND_PORT}, protocol: TCP}}]\nendpoints:\n- addresses: [{pod_ip}]\n  conditions: {{ready: true}}\n",
+            service_yaml(name, cluster_ip)
+        ));
+    }
+    yaml.push_str("---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: web, namespace: shop}\nspec:\n  service: web\n  backends:\n  - {service: web-v1, weight: 80}\n  - {service: web-v2, weight: 20}\n");
+    yaml
+}
+
+/// A Service in `shop` on `cluster_ip`, port 80 to the pods' BACKEND_PORT.
+fn service_yaml(name: &str, cluster_ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  ports: [{{name: http, port: 80, targetPort: {BACKEND_PORT}}}]\n"
+    )
+}
 
 const ROUTE_70_30: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -300,7 +268,7 @@ fn the_controller_programs_sidecars_by_cluster_ip_and_they_keep_routing_without_
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 runtime.block_on(async {
                     let cluster = Cluster::start().await;
-                    cluster.apply(CONTROL_PLANE_OBJECTS);
+                    cluster.apply(&control_plane_objects());
                     let mut controller = cluster.start_controller("controller");
                     for path in [
                         cluster.dir.path().to_path_buf(),
