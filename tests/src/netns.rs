@@ -39,10 +39,7 @@ impl Netns {
     /// processes it spawns live there from now on. Run a test's cluster in a thread of its own
     /// that calls this first; the rest of the process stays where it was.
     pub fn enter_current_thread(&self) {
-        let path = format!("/var/run/netns/{}", self.name);
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("setns into {}: {e}", self.name));
+        enter(&self.name);
     }
 
     /// Runs `argv` inside the namespace and returns its output, whatever its exit status.
@@ -70,6 +67,56 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
+    }
+}
+
+/// Moves the calling thread into the network namespace `name` (see [`Netns::enter_current_thread`]).
+pub fn enter(name: &str) {
+    let path = format!("/var/run/netns/{name}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns into {name}: {e}"));
+}
+
+/// In-process [`crate::Backend`]s serving from inside a namespace, on a runtime of their own
+/// (so a test can make them fail or slow down); they stop when this drops.
+pub struct BackendsIn {
+    pub backends: Vec<crate::Backend>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackendsIn {
+    /// Starts one backend per `(name, address)` inside `ns`.
+    pub fn start(ns: &Netns, backends: &[(&str, std::net::SocketAddr)]) -> BackendsIn {
+        let (name, wanted): (String, Vec<(String, std::net::SocketAddr)>) =
+            (ns.name.clone(), backends.iter().map(|(n, a)| (n.to_string(), *a)).collect());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            enter(&name);
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let started = runtime.block_on(async {
+                let mut out = Vec::new();
+                for (n, a) in &wanted {
+                    out.push(crate::Backend::start_on(n, *a).await);
+                }
+                out
+            });
+            ready_tx.send(started).unwrap();
+            // The backends serve on this runtime until the handle drops.
+            let _ = stop_rx.recv();
+        });
+        let backends = ready_rx.recv().expect("backends in the namespace started");
+        BackendsIn { backends, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for BackendsIn {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use shifter_tests::cluster::ControllerProc;
+use shifter_tests::netns::BackendsIn;
 use shifter_tests::netns::Netns;
 use shifter_tests::{Cluster, Proc, shifter_bin};
 
@@ -207,25 +209,28 @@ fn traffic_to_an_address_no_service_has_passes_through_untouched() {
     let _ = &mesh.dir;
 }
 
-/// The objects the controller test applies: the Service `web` on the ClusterIP, its two versions
-/// with their pods' addresses, and a TrafficSplit 80/20.
-fn control_plane_objects() -> String {
-    let mut yaml =
-        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}", service_yaml("web", CLUSTER_IP));
+/// The objects the controller tests apply: the Service `web` on the ClusterIP and its two versions
+/// with their pods' addresses, serving on `port`.
+fn control_plane_objects(port: &str) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}",
+        service_yaml("web", CLUSTER_IP, port)
+    );
     for (name, cluster_ip, pod_ip) in [("web-v1", "10.96.0.11", V1_IP), ("web-v2", "10.96.0.12", V2_IP)] {
         yaml.push_str(&format!(
-            "---\n{}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-a, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {BACKEND_PORT}, protocol: TCP}}]\nendpoints:\n- addresses: [{pod_ip}]\n  conditions: {{ready: true}}\n",
-            service_yaml(name, cluster_ip)
+            "---\n{}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-a, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n- addresses: [{pod_ip}]\n  conditions: {{ready: true}}\n",
+            service_yaml(name, cluster_ip, port)
         ));
     }
-    yaml.push_str("---\napiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: web, namespace: shop}\nspec:\n  service: web\n  backends:\n  - {service: web-v1, weight: 80}\n  - {service: web-v2, weight: 20}\n");
     yaml
 }
 
-/// A Service in `shop` on `cluster_ip`, port 80 to the pods' BACKEND_PORT.
-fn service_yaml(name: &str, cluster_ip: &str) -> String {
+const SPLIT_80_20: &str = "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: web, namespace: shop}\nspec:\n  service: web\n  backends:\n  - {service: web-v1, weight: 80}\n  - {service: web-v2, weight: 20}\n";
+
+/// A Service in `shop` on `cluster_ip`, port 80 to the pods' `port`.
+fn service_yaml(name: &str, cluster_ip: &str, port: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  ports: [{{name: http, port: 80, targetPort: {BACKEND_PORT}}}]\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n"
     )
 }
 
@@ -240,6 +245,30 @@ spec:
     - {name: web-v1, port: 80, weight: 70}
     - {name: web-v2, port: 80, weight: 30}
 "#;
+
+/// Starts the controller on `cluster` and a sidecar in `client` connected to it. Call from a
+/// thread inside `client`.
+fn controller_and_sidecar(cluster: &Cluster, client: &Netns) -> (ControllerProc, Proc) {
+    let controller = cluster.start_controller("controller");
+    for path in [
+        cluster.dir.path().to_path_buf(),
+        controller.ca.parent().unwrap().parent().unwrap().to_path_buf(),
+        controller.ca.parent().unwrap().to_path_buf(),
+        controller.ca.clone(),
+        controller.token_file.clone(),
+    ] {
+        readable(&path);
+    }
+    let endpoint = format!("https://localhost:{}", controller.grpc.port());
+    let (ca, token) =
+        (controller.ca.to_string_lossy().into_owned(), controller.token_file.to_string_lossy().into_owned());
+    let sidecar = start_sidecar(
+        client,
+        cluster.dir.path(),
+        &["--controller", &endpoint, "--controller-ca", &ca, "--controller-token-file", &token],
+    );
+    (controller, sidecar)
+}
 
 /// Calls until web-v1's share of 200 is within 0.1 of `v1` (a new split has reached the sidecar),
 /// then measures 1,000.
@@ -268,7 +297,8 @@ fn the_controller_programs_sidecars_by_cluster_ip_and_they_keep_routing_without_
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 runtime.block_on(async {
                     let cluster = Cluster::start().await;
-                    cluster.apply(&control_plane_objects());
+                    cluster.apply(&control_plane_objects(BACKEND_PORT));
+                    cluster.apply(SPLIT_80_20);
                     let mut controller = cluster.start_controller("controller");
                     for path in [
                         cluster.dir.path().to_path_buf(),
@@ -300,4 +330,79 @@ fn the_controller_programs_sidecars_by_cluster_ip_and_they_keep_routing_without_
             .join()
             .unwrap();
     });
+}
+
+/// Where the Canary tests' in-process backends serve (the test-backend processes hold 8080).
+const CANARY_PORT: &str = "8081";
+
+fn canary_yaml() -> &'static str {
+    "apiVersion: shifter.dev/v1alpha1\nkind: Canary\nmetadata: {name: web, namespace: shop}\nspec:\n  service: web\n  stable: web-v1\n  canary: web-v2\n  steps: [{weight: 30}, {weight: 60}]\n  progressDeadline: 6m\n  analysis:\n    interval: 1s\n    minRequests: 50\n    minDuration: 2s\n"
+}
+
+/// A Canary whose only traffic is what a meshed client sends to the ClusterIP, judged from the
+/// sidecar's telemetry: `failure_rate` of the canary's requests fail. Returns the phase it ended
+/// in and the requests each version served.
+fn canary_through_a_sidecar(failure_rate: f64) -> (String, u64, u64) {
+    let (client, server, _dir, _procs) = topology();
+    let address = |ip: &str| format!("{ip}:{CANARY_PORT}").parse().unwrap();
+    let backends = BackendsIn::start(&server, &[("web-v1", address(V1_IP)), ("web-v2", address(V2_IP))]);
+    backends.backends[1].set_failure_rate(failure_rate);
+    let url = format!("http://{CLUSTER_IP}/");
+    let phase = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                client.enter_current_thread();
+                let runtime =
+                    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let cluster = Cluster::start().await;
+                    cluster.apply(&control_plane_objects(CANARY_PORT));
+                    let (_controller, _sidecar) = controller_and_sidecar(&cluster, &client);
+                    // The meshed client: about 200 calls a second to the ClusterIP, through the sidecar.
+                    let load = tokio::spawn(async move {
+                        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                        let mut tick = tokio::time::interval(Duration::from_millis(5));
+                        loop {
+                            tick.tick().await;
+                            let (http, url) = (http.clone(), url.clone());
+                            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) });
+                        }
+                    });
+                    cluster.apply(canary_yaml());
+                    let phase = wait_for_canary_phase(&cluster, Duration::from_secs(400));
+                    load.abort();
+                    phase
+                })
+            })
+            .join()
+            .unwrap()
+    });
+    (phase, backends.backends[0].served(), backends.backends[1].served())
+}
+
+/// The Canary's phase once it is Succeeded or RolledBack; panics after `timeout`.
+fn wait_for_canary_phase(cluster: &Cluster, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let phase = cluster.kubectl_ok(&["get", "canary", "web", "-n", "shop", "-o", "jsonpath={.status.phase}"]);
+        if phase == "Succeeded" || phase == "RolledBack" {
+            return phase;
+        }
+        assert!(std::time::Instant::now() < deadline, "the Canary never ended; phase {phase:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_on_the_sidecars_telemetry() {
+    let (phase, stable, canary) = canary_through_a_sidecar(0.0);
+    assert_eq!(phase, "Succeeded");
+    assert!(stable > 100 && canary > 100, "both versions served the meshed client: {stable}, {canary}");
+}
+
+#[test]
+fn a_canary_failing_5_percent_is_rolled_back_on_the_sidecars_telemetry() {
+    let (phase, _, canary) = canary_through_a_sidecar(0.05);
+    assert_eq!(phase, "RolledBack");
+    assert!(canary > 0, "the canary served the meshed client before the rollback");
 }
