@@ -7,6 +7,11 @@ use std::net::SocketAddr;
 /// A gRPC server whose one streaming call answers with a snapshot naming the server: which
 /// backend a call reached is in the answer.
 pub async fn grpc_backend(name: &'static str) -> SocketAddr {
+    grpc_backend_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// The same on `addr` (port 0 picks a free one).
+pub async fn grpc_backend_on(name: &'static str, addr: SocketAddr) -> SocketAddr {
     use shifter_proto::v1::destinations_server::{Destinations, DestinationsServer};
     use shifter_proto::v1::{Snapshot, WatchRequest};
 
@@ -20,7 +25,7 @@ pub async fn grpc_backend(name: &'static str) -> SocketAddr {
             Ok(tonic::Response::new(Box::pin(tokio_stream::once(Ok(snapshot)))))
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("gRPC backend on {addr}: {e}"));
     let addr = listener.local_addr().unwrap();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(

@@ -77,41 +77,37 @@ pub fn enter(name: &str) {
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns into {name}: {e}"));
 }
 
-/// In-process [`crate::Backend`]s serving from inside a namespace, on a runtime of their own
-/// (so a test can make them fail or slow down); they stop when this drops.
-pub struct BackendsIn {
-    pub backends: Vec<crate::Backend>,
+/// A tokio runtime whose worker threads live inside a namespace: what a test runs on it (servers
+/// it starts, clients it dials) sees that namespace's network. It stops when this drops.
+pub struct NsRuntime {
+    handle: tokio::runtime::Handle,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl BackendsIn {
-    /// Starts one backend per `(name, address)` inside `ns`.
-    pub fn start(ns: &Netns, backends: &[(&str, std::net::SocketAddr)]) -> BackendsIn {
-        let (name, wanted): (String, Vec<(String, std::net::SocketAddr)>) =
-            (ns.name.clone(), backends.iter().map(|(n, a)| (n.to_string(), *a)).collect());
+impl NsRuntime {
+    pub fn start(ns: &Netns) -> NsRuntime {
+        let name = ns.name.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             enter(&name);
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            let started = runtime.block_on(async {
-                let mut out = Vec::new();
-                for (n, a) in &wanted {
-                    out.push(crate::Backend::start_on(n, *a).await);
-                }
-                out
-            });
-            ready_tx.send(started).unwrap();
-            // The backends serve on this runtime until the handle drops.
+            // Threads inherit the namespace of the thread that starts them.
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            ready_tx.send(runtime.handle().clone()).unwrap();
             let _ = stop_rx.recv();
         });
-        let backends = ready_rx.recv().expect("backends in the namespace started");
-        BackendsIn { backends, stop: Some(stop), thread: Some(thread) }
+        let handle = ready_rx.recv().expect("a runtime in the namespace");
+        NsRuntime { handle, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Runs `future` on the namespace's workers and waits for its output.
+    pub fn run<T: Send + 'static>(&self, future: impl std::future::Future<Output = T> + Send + 'static) -> T {
+        self.handle.block_on(self.handle.spawn(future)).expect("the task ran to its end")
     }
 }
 
-impl Drop for BackendsIn {
+impl Drop for NsRuntime {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {

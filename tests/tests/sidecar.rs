@@ -13,9 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use shifter_tests::cluster::ControllerProc;
-use shifter_tests::netns::BackendsIn;
+use shifter_tests::grpc::{grpc_backend_on, grpc_call, grpc_client};
 use shifter_tests::netns::Netns;
-use shifter_tests::{Cluster, Proc, shifter_bin};
+use shifter_tests::netns::NsRuntime;
+use shifter_tests::{Backend, Cluster, Proc, shifter_bin};
 
 const CLUSTER_IP: &str = "10.96.0.10";
 const CLIENT_IP: &str = "10.77.0.2";
@@ -29,10 +30,13 @@ const PROXY_UID: &str = "2102";
 /// A Service on a plain TCP protocol, and its port.
 const TCP_CLUSTER_IP: &str = "10.96.0.13";
 const TCP_PORT: &str = "7000";
+/// A gRPC Service, and the port its servers and the Service use.
+const GRPC_CLUSTER_IP: &str = "10.96.0.14";
+const GRPC_PORT: &str = "9090";
 
 struct Mesh {
     client: Netns,
-    _server: Netns,
+    server: Netns,
     dir: tempfile::TempDir,
     _procs: Vec<Proc>,
 }
@@ -68,6 +72,14 @@ fn routing_yaml() -> String {
       - name: default
         backends:
           - {{ service: lines-v1, weight: 1, endpoints: ["{V1_IP}:{TCP_PORT}"] }}
+  - authority: "{GRPC_CLUSTER_IP}:{GRPC_PORT}"
+    namespace: shop
+    service: api
+    routes:
+      - name: default
+        backends:
+          - {{ service: api-v1, weight: 80, endpoints: ["{V1_IP}:{GRPC_PORT}"] }}
+          - {{ service: api-v2, weight: 20, endpoints: ["{V2_IP}:{GRPC_PORT}"] }}
 "#
     )
 }
@@ -127,7 +139,7 @@ fn mesh() -> Mesh {
     std::fs::write(&routing, routing_yaml()).unwrap();
     readable(&routing);
     procs.push(start_sidecar(&client, dir.path(), &["--config", &routing.to_string_lossy()]));
-    Mesh { client, _server: server, dir, _procs: procs }
+    Mesh { client, server, dir, _procs: procs }
 }
 
 /// `count` requests with curl in `ns` (one connection, kept alive), returning the `x-backend`
@@ -183,6 +195,34 @@ fn an_unmodified_client_calling_a_cluster_ip_is_split_by_its_sidecar() {
     // back to it, or nothing would have been answered).
     let metrics = mesh.sidecar_metrics();
     assert!(metrics.contains("backend=\"web-v1\"") || metrics.contains("dst_service=\"web-v1\""), "{metrics}");
+}
+
+#[test]
+fn grpc_calls_to_a_cluster_ip_are_split_by_the_sidecar() {
+    let mesh = mesh();
+    let servers = NsRuntime::start(&mesh.server);
+    let at = |ip: &str| format!("{ip}:{GRPC_PORT}").parse().unwrap();
+    servers.run(grpc_backend_on("api-v1", at(V1_IP)));
+    servers.run(grpc_backend_on("api-v2", at(V2_IP)));
+    // The client: 1,000 calls on one HTTP/2 connection, from inside the client pod.
+    let client = NsRuntime::start(&mesh.client);
+    let answers = client.run(async move {
+        let mut c = grpc_client(format!("{GRPC_CLUSTER_IP}:{GRPC_PORT}").parse().unwrap());
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            out.push(grpc_call(&mut c).await);
+        }
+        out
+    });
+    let v1 = answers.iter().filter(|a| *a == "api-v1").count();
+    let v2 = answers.iter().filter(|a| *a == "api-v2").count();
+    assert_eq!(
+        v1 + v2,
+        1000,
+        "every call answered by a backend: {:?}",
+        answers.iter().find(|a| !a.starts_with("api-"))
+    );
+    assert!((v1 as f64 / 1000.0 - 0.8).abs() <= 0.04, "api-v1 answered {v1} of 1,000 gRPC calls, want 800 ± 40");
 }
 
 #[test]
@@ -345,8 +385,10 @@ fn canary_yaml() -> &'static str {
 fn canary_through_a_sidecar(failure_rate: f64) -> (String, u64, u64) {
     let (client, server, _dir, _procs) = topology();
     let address = |ip: &str| format!("{ip}:{CANARY_PORT}").parse().unwrap();
-    let backends = BackendsIn::start(&server, &[("web-v1", address(V1_IP)), ("web-v2", address(V2_IP))]);
-    backends.backends[1].set_failure_rate(failure_rate);
+    let servers = NsRuntime::start(&server);
+    let (v1, v2) = (address(V1_IP), address(V2_IP));
+    let backends = [servers.run(Backend::start_on("web-v1", v1)), servers.run(Backend::start_on("web-v2", v2))];
+    backends[1].set_failure_rate(failure_rate);
     let url = format!("http://{CLUSTER_IP}/");
     let phase = std::thread::scope(|scope| {
         scope
@@ -377,7 +419,7 @@ fn canary_through_a_sidecar(failure_rate: f64) -> (String, u64, u64) {
             .join()
             .unwrap()
     });
-    (phase, backends.backends[0].served(), backends.backends[1].served())
+    (phase, backends[0].served(), backends[1].served())
 }
 
 /// The Canary's phase once it is Succeeded or RolledBack; panics after `timeout`.
