@@ -339,26 +339,7 @@ fn the_controller_programs_sidecars_by_cluster_ip_and_they_keep_routing_without_
                     let cluster = Cluster::start().await;
                     cluster.apply(&control_plane_objects(BACKEND_PORT));
                     cluster.apply(SPLIT_80_20);
-                    let mut controller = cluster.start_controller("controller");
-                    for path in [
-                        cluster.dir.path().to_path_buf(),
-                        controller.ca.parent().unwrap().parent().unwrap().to_path_buf(),
-                        controller.ca.parent().unwrap().to_path_buf(),
-                        controller.ca.clone(),
-                        controller.token_file.clone(),
-                    ] {
-                        readable(&path);
-                    }
-                    let endpoint = format!("https://localhost:{}", controller.grpc.port());
-                    let (ca, token) = (
-                        controller.ca.to_string_lossy().into_owned(),
-                        controller.token_file.to_string_lossy().into_owned(),
-                    );
-                    let _sidecar = start_sidecar(
-                        &client,
-                        cluster.dir.path(),
-                        &["--controller", &endpoint, "--controller-ca", &ca, "--controller-token-file", &token],
-                    );
+                    let (mut controller, _sidecar) = controller_and_sidecar(&cluster, &client);
                     settle_and_measure(&client, &url, 0.8, "TrafficSplit 80/20");
                     cluster.apply(ROUTE_70_30);
                     settle_and_measure(&client, &url, 0.7, "HTTPRoute 70/30");
