@@ -15,10 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{Instrument, debug, debug_span, warn};
 
-use crate::destinations::Destinations;
+use crate::destinations::{Destinations, Unrouted};
 use crate::detect::{Prefixed, Protocol, detect};
 use crate::forward::{HttpContext, forward};
 use crate::pool::UpstreamProtocol;
+
+/// How long a redirected connection waits to learn whether its destination is a Service's.
+const REDIRECT_LOOKUP_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a connection may stay silent on both sides before it is closed, like an idle
 /// keep-alive connection.
@@ -94,7 +97,12 @@ async fn redirected(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, pe
     }
     let authority = original.to_string();
     let dests = &shared.destinations;
-    match dests.resolve(&authority).await {
+    // Most of a pod's connections to addresses no Service has are to new addresses; with the
+    // controller slow or gone they pass through after a short wait rather than a snapshot timeout.
+    match tokio::time::timeout(REDIRECT_LOOKUP_WAIT, dests.resolve(&authority))
+        .await
+        .unwrap_or(Err(Unrouted::NoSnapshot))
+    {
         Ok(table) if table.exists() => {
             let fixed_destination = dests.lookup(&authority);
             let ctx = Arc::new(HttpContext {
