@@ -346,6 +346,9 @@ fn the_controller_programs_sidecars_by_cluster_ip_and_they_keep_routing_without_
                     // Fail-static: with the controller gone the sidecar keeps its last routing.
                     controller.proc.kill();
                     assert_split(&curl(&client, &url, 1000, &[]), 0.7, "HTTPRoute 70/30, controller stopped");
+                    // An address the sidecar never asked about still passes through.
+                    let other = curl(&client, &format!("http://{OTHER_IP}:{BACKEND_PORT}"), 5, &[]);
+                    assert!(other.len() == 5 && other.iter().all(|b| b == "other"), "{other:?}");
                 });
             })
             .join()
